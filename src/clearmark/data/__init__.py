@@ -1,0 +1,1 @@
+"""Datasets: synthetic generation, sources and adapters, raw load, curation, quality gates."""

@@ -1,0 +1,1 @@
+"""Deployment checks: preflight of a configuration before services start."""

@@ -1,0 +1,1 @@
+"""Drift: per-image features and Evidently reports against the training reference."""

@@ -1,0 +1,1 @@
+"""Detector: model registry, training, evaluation, quality gate and MLflow promotion."""

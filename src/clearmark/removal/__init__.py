@@ -1,0 +1,1 @@
+"""Bulk removal: safe archive handling, detection, inpainting and per-file reports."""

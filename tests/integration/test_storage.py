@@ -1,0 +1,54 @@
+"""ObjectStore against the real SeaweedFS fixture."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr
+
+from clearmark.settings import Settings
+from clearmark.storage import ObjectStore, StorageError, sha256_file
+
+pytestmark = pytest.mark.integration
+
+
+def test_round_trip_records_content_hash(store: ObjectStore, settings: Settings, tmp_path: Path) -> None:
+    source = tmp_path / "a.bin"
+    source.write_bytes(b"x" * 1000)
+    digest = store.put_file(settings.lake_bucket, "dir/a.bin", source)
+    assert digest == sha256_file(source)
+    assert store.stored_sha256(settings.lake_bucket, "dir/a.bin") == digest
+    cached = store.get_cached(settings.lake_bucket, "dir/a.bin", digest)
+    assert cached.read_bytes() == source.read_bytes()
+    assert [o.key for o in store.list(settings.lake_bucket, "dir/")] == ["dir/a.bin"]
+
+
+def test_multipart_upload_of_large_file(store: ObjectStore, settings: Settings, tmp_path: Path) -> None:
+    big = tmp_path / "big.bin"
+    big.write_bytes(bytes(range(256)) * (40 * 4096))  # 40 MiB > multipart threshold
+    store.put_file(settings.lake_bucket, "big.bin", big)
+    head = store.head(settings.lake_bucket, "big.bin")
+    assert head is not None and head["ContentLength"] == big.stat().st_size
+    assert "-" in head["ETag"]  # multipart ETags carry the part count
+    back = store.get_file(settings.lake_bucket, "big.bin", tmp_path / "back.bin")
+    assert sha256_file(back) == sha256_file(big)
+
+
+def test_move_keeps_object_until_copied(store: ObjectStore, settings: Settings) -> None:
+    store.put_bytes(settings.inbox_bucket, "photos.zip", b"zip")
+    store.move(settings.inbox_bucket, "photos.zip", "processed/photos.zip")
+    assert not store.exists(settings.inbox_bucket, "photos.zip")
+    assert store.get_bytes(settings.inbox_bucket, "processed/photos.zip") == b"zip"
+
+
+def test_wrong_credentials_say_what_to_set(settings: Settings) -> None:
+    wrong = settings.model_copy(update={"s3_secret_access_key": SecretStr("not-the-secret")})
+    with pytest.raises(StorageError, match="AWS_SECRET_ACCESS_KEY"):
+        ObjectStore(wrong).check()
+
+
+def test_unreachable_endpoint_says_how_to_start(settings: Settings) -> None:
+    gone = settings.model_copy(update={"s3_endpoint_url": "http://127.0.0.1:9"})
+    with pytest.raises(StorageError, match="clearmark stack up"):
+        ObjectStore(gone).check()
