@@ -11,6 +11,7 @@ import pytest
 from PIL import Image, ImageFile
 
 from clearmark.data.images import ImageInfo, ImageRejected, load_normalized
+from clearmark.data.masks import coverage, mask_from_boxes, mask_from_difference
 
 LIMIT = 10_000_000
 
@@ -162,3 +163,38 @@ def test_exif_orientation_is_applied(tmp_path: Path) -> None:
     assert (info.width, info.height) == (20, 40) == image.size
     pixels = np.asarray(image).astype(int)
     assert pixels[2, 10].max() < 40 and pixels[-3, 10].min() > 215  # the band is now at the top
+
+
+# --- masks (clearmark.data.masks) ------------------------------------------------------------
+
+
+def test_mask_from_difference_marks_changed_pixels_and_drops_specks() -> None:
+    clean = np.full((20, 30, 3), 100, np.uint8)
+    watermarked = clean.copy()
+    watermarked[5:10, 5:15] = (100, 100, 160)  # a 5x10 watermark in one channel
+    watermarked[15, 25] = 255  # one noisy pixel
+    watermarked[0, 0] = 105  # below the threshold
+    mask = mask_from_difference(Image.fromarray(watermarked), Image.fromarray(clean), threshold=10)
+    pixels = np.asarray(mask)
+    assert mask.mode == "L" and mask.size == (30, 20)
+    expected = np.zeros((20, 30), np.uint8)
+    expected[5:10, 5:15] = 255
+    assert np.array_equal(pixels, expected)
+    kept = np.asarray(mask_from_difference(Image.fromarray(watermarked), Image.fromarray(clean), threshold=10, min_area=0))
+    assert kept[15, 25] == 255 and kept[0, 0] == 0
+
+
+def test_mask_from_difference_refuses_pairs_of_different_sizes() -> None:
+    with pytest.raises(ValueError, match="same size"):
+        mask_from_difference(Image.new("RGB", (10, 10)), Image.new("RGB", (10, 11)), threshold=10)
+
+
+def test_mask_from_boxes_and_coverage() -> None:
+    mask = mask_from_boxes((100, 50), [(0, 0.5, 0.5, 0.2, 0.4), (0, 0.95, 0.1, 0.2, 0.2)])
+    pixels = np.asarray(mask)
+    assert pixels[15:35, 40:60].min() == 255  # 20 x 20 centred box
+    assert pixels[0:10, 85:100].min() == 255  # clipped at the right edge
+    assert coverage(mask) == pytest.approx((20 * 20 + 10 * 15) / (100 * 50))
+    assert coverage(mask_from_boxes((10, 10), [])) == 0.0
+    with pytest.raises(ValueError, match="normalised"):
+        mask_from_boxes((10, 10), [(0, 5.0, 5.0, 2.0, 2.0)])

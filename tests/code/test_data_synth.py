@@ -89,3 +89,16 @@ def test_coverage_stays_in_range_and_every_kind_appears(synth_dir: Path) -> None
 def test_bad_arguments_are_refused(tmp_path: Path, count: int, size: int) -> None:
     with pytest.raises(ValueError, match="at least"):
         generate_synthetic(tmp_path, count, SEED, size=size, progress=False)
+
+
+def test_difference_of_a_synthetic_pair_reproduces_its_mask(synth_dir: Path) -> None:
+    """Curation derives masks of `pairs` sources from differences; on exact data it must agree."""
+    from clearmark.data.masks import coverage, mask_from_difference
+
+    for path in sorted((synth_dir / "masks").iterdir())[:12]:
+        derived = mask_from_difference(Image.open(synth_dir / "watermarked" / path.name), Image.open(synth_dir / "clean" / path.name), threshold=0, min_area=0)
+        truth = Image.open(path)
+        derived_pixels, true_pixels = np.asarray(derived) == 255, np.asarray(truth) == 255
+        assert not (derived_pixels & ~true_pixels).any()
+        iou = (derived_pixels & true_pixels).sum() / (derived_pixels | true_pixels).sum()
+        assert iou > 0.9 and coverage(derived) <= coverage(truth)
