@@ -1,0 +1,154 @@
+"""Drift reference: the per-image features of the data the champion was trained on.
+
+The reference is computed once per (dataset version, model version) and cached in the
+lake under ``features/<dataset>/<version>/reference-<model version>.parquet``, so every
+inbox batch is compared with the same table.  Heavy libraries are imported inside the
+functions: the DAG file can import this module.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from clearmark.drift.features import FEATURE_COLUMNS
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from clearmark.model.detector import Detector
+    from clearmark.settings import Settings
+    from clearmark.storage import ObjectStore
+
+# Enough rows for stable distribution tests, few enough to build on 2 CPU cores in a minute.
+DEFAULT_REFERENCE_SAMPLE = 200
+CHAMPION_ALIAS = "champion"
+
+
+class ReferenceError(RuntimeError):
+    """The drift reference cannot be found or built; the message says what to do."""
+
+
+def reference_key(dataset: str, version: str, model_version: str) -> str:
+    """Lake key of the cached reference for a dataset version and a detector version."""
+    return f"features/{dataset}/{version}/reference-{model_version}.parquet"
+
+
+def champion_training_data(settings: Settings) -> tuple[str, str]:
+    """``(dataset, dataset_version)`` the champion detector was trained on.
+
+    Read from the tags ``dataset`` and ``dataset_version`` of the run behind the model
+    version that carries the ``champion`` alias (the model version's own tags are
+    used when the run lacks them).
+    """
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=settings.mlflow_tracking_uri)
+    name = settings.registered_model
+    try:
+        model_version = client.get_model_version_by_alias(name, CHAMPION_ALIAS)
+    except Exception as exc:
+        raise ReferenceError(
+            f"No '{CHAMPION_ALIAS}' version of model {name!r} at {settings.mlflow_tracking_uri}: train and promote "
+            "a detector first (`clearmark train`, `clearmark promote`), or pass --reference to compare with a file."
+        ) from exc
+    tags = dict(model_version.tags or {})
+    if model_version.run_id:
+        tags = {**tags, **client.get_run(model_version.run_id).data.tags}
+    if not tags.get("dataset") or not tags.get("dataset_version"):
+        raise ReferenceError(
+            f"Model {name!r} version {model_version.version} has no 'dataset' / 'dataset_version' tags on its run "
+            f"{model_version.run_id}; retrain it with the current trainer, which logs them, or pass --reference."
+        )
+    return tags["dataset"], tags["dataset_version"]
+
+
+def _sample_rows(manifest: pd.DataFrame, sample_size: int) -> pd.DataFrame:
+    """The training rows (all rows if no split says train), a fixed random sample if many."""
+    rows = manifest[manifest["split"] == "train"] if "split" in manifest else manifest
+    if rows.empty:
+        rows = manifest
+    rows = rows.sort_values("id")
+    return rows.sample(n=sample_size, random_state=0) if len(rows) > sample_size else rows
+
+
+def _reference_rows(store: ObjectStore, prefix: str, rows: pd.DataFrame, detector: Detector) -> list[dict[str, float | str]]:
+    """Features of each sampled watermarked image, detector outputs included."""
+    import io
+
+    import cv2
+    import numpy as np
+    from PIL import Image
+    from tqdm import tqdm
+
+    from clearmark.drift.features import ANALYSIS_SIDE, detection_stats, estimate_jpeg_quality, image_features
+
+    bucket = store.settings.lake_bucket
+    records: list[dict[str, float | str]] = []
+    for row in tqdm(rows.itertuples(index=False), total=len(rows), desc="drift reference", unit="img"):
+        with Image.open(io.BytesIO(store.get_bytes(bucket, f"{prefix}/{row.watermarked_key}"))) as image:
+            jpeg_quality = estimate_jpeg_quality(image)
+            rgb = np.asarray(image.convert("RGB"))
+        # Coverage is a share of pixels, so predicting on a copy of at most ANALYSIS_SIDE keeps it and saves time.
+        small = rgb
+        if max(rgb.shape[:2]) > ANALYSIS_SIDE:
+            factor = ANALYSIS_SIDE / max(rgb.shape[:2])
+            small = cv2.resize(rgb, (round(rgb.shape[1] * factor), round(rgb.shape[0] * factor)), interpolation=cv2.INTER_AREA)
+        coverage, confidence = detection_stats(detector.predict_proba(small[None])[0], detector.config.threshold)
+        records.append({"id": str(row.id), **image_features(rgb, jpeg_quality=jpeg_quality, mask_coverage=coverage, confidence=confidence)})
+    return records
+
+
+def ensure_reference(
+    settings: Settings,
+    store: ObjectStore,
+    dataset: str,
+    version: str,
+    detector: Detector,
+    *,
+    sample_size: int = DEFAULT_REFERENCE_SAMPLE,
+) -> str:
+    """Build the reference features for a curated dataset version once; return its lake key.
+
+    Samples up to ``sample_size`` training images (fixed seed), computes
+    :data:`~clearmark.drift.features.FEATURE_COLUMNS` with the detector's predicted
+    mask coverage and confidence, and writes Parquet to the lake.  When the key
+    already exists nothing is recomputed.
+    """
+    import io
+
+    import pandas as pd
+
+    from clearmark.data.curate import read_manifest
+
+    key = reference_key(dataset, version, detector.version)
+    if store.exists(settings.lake_bucket, key):
+        return key
+    manifest = read_manifest(store, dataset, version)
+    if manifest.empty:
+        raise ReferenceError(f"Curated dataset {dataset}/{version} has no rows; publish a non-empty version first.")
+    records = _reference_rows(store, f"curated/{dataset}/{version}", _sample_rows(manifest, sample_size), detector)
+    frame = pd.DataFrame.from_records(records, columns=["id", *FEATURE_COLUMNS])
+    buffer = io.BytesIO()
+    frame.to_parquet(buffer, index=False)
+    store.put_bytes(settings.lake_bucket, key, buffer.getvalue(), content_type="application/vnd.apache.parquet")
+    return key
+
+
+def load_reference(settings: Settings, store: ObjectStore, key: str) -> pd.DataFrame:
+    """Read a cached reference table from the lake."""
+    import io
+
+    import pandas as pd
+
+    if not store.exists(settings.lake_bucket, key):
+        raise ReferenceError(f"No drift reference at s3://{settings.lake_bucket}/{key}; build it with ensure_reference first.")
+    return pd.read_parquet(io.BytesIO(store.get_bytes(settings.lake_bucket, key)))
+
+
+def champion_reference(settings: Settings, store: ObjectStore, *, sample_size: int = DEFAULT_REFERENCE_SAMPLE) -> str:
+    """Key of the reference for the current champion (built on first use)."""
+    from clearmark.model.detector import load_detector
+
+    dataset, version = champion_training_data(settings)
+    detector = load_detector(f"models:/{settings.registered_model}@{CHAMPION_ALIAS}", settings)
+    return ensure_reference(settings, store, dataset, version, detector, sample_size=sample_size)
