@@ -1,0 +1,161 @@
+"""Batched watermark detection at full resolution.
+
+An image whose long side is at most ``tile_above`` is resized so that its long side is
+``detect_side`` (sides rounded to multiples of 32, never enlarged), the detector runs
+on a batch of images that share that working shape, and the probabilities are
+upsampled back to the full image.  Larger images are cut into overlapping
+``detect_side`` tiles at full resolution, so thin marks on huge photos are not lost to
+downscaling.  Probabilities above the threshold form the mask, which is dilated by
+``dilate_px`` so the inpainter also covers the mark's soft edge.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from clearmark.model.detector import Detector
+    from clearmark.settings import Settings
+
+MULTIPLE = 32
+TILE_OVERLAP = 64
+
+
+@dataclass(frozen=True)
+class DetectionOptions:
+    """How probabilities become masks (defaults follow the detector and the settings)."""
+
+    threshold: float = 0.5
+    dilate_px: int = 3
+    detect_side: int = 256
+    tile_above: int = 4096
+    batch_size: int = 8
+    # Masks smaller than this share of the image are speckle, not a watermark.
+    min_coverage: float = 1e-4
+
+    @classmethod
+    def for_detector(cls, detector: Detector, settings: Settings, *, threshold: float | None = None, batch_size: int | None = None) -> DetectionOptions:
+        """Options from the detector's config, overridden by settings and then by arguments."""
+        side = settings.removal_detect_side or detector.config.image_size
+        return cls(
+            threshold=threshold or settings.removal_threshold or detector.config.threshold,
+            dilate_px=settings.removal_dilate_px,
+            detect_side=max(MULTIPLE, side - side % MULTIPLE),
+            tile_above=settings.removal_tile_above,
+            batch_size=batch_size or settings.removal_batch_size,
+        )
+
+
+@dataclass
+class Detection:
+    """Result for one image, in the upright orientation the detector saw."""
+
+    mask: np.ndarray  # H x W uint8, 0 or 255, full resolution
+    coverage: float  # share of mask pixels, 0..1
+    confidence: float  # mean probability inside the mask; max probability when nothing was found
+
+    @property
+    def found(self) -> bool:
+        return self.coverage > 0
+
+
+def working_shape(height: int, width: int, side: int) -> tuple[int, int]:
+    """Detector input shape: long side at most ``side``, both sides multiples of 32."""
+    scale = min(1.0, side / max(height, width))
+
+    def fit(length: int) -> int:
+        return max(MULTIPLE, round(length * scale / MULTIPLE) * MULTIPLE)
+
+    return fit(height), fit(width)
+
+
+def needs_tiling(height: int, width: int, options: DetectionOptions) -> bool:
+    return max(height, width) > options.tile_above
+
+
+def resize_for_detector(rgb: np.ndarray, options: DetectionOptions) -> np.ndarray:
+    """The image at its working shape (INTER_AREA: anti-aliased downscaling)."""
+    import cv2
+
+    shape = working_shape(*rgb.shape[:2], options.detect_side)
+    if shape == rgb.shape[:2]:
+        return rgb
+    return cv2.resize(rgb, (shape[1], shape[0]), interpolation=cv2.INTER_AREA)
+
+
+def probabilities_to_detection(probabilities: np.ndarray, height: int, width: int, options: DetectionOptions) -> Detection:
+    """Upsample working-resolution probabilities to ``height x width`` and make the mask."""
+    import cv2
+    import numpy as np
+
+    if probabilities.shape != (height, width):
+        probabilities = cv2.resize(probabilities, (width, height), interpolation=cv2.INTER_LINEAR)
+    hits = probabilities > options.threshold
+    share = float(hits.mean())
+    if share < options.min_coverage:
+        return Detection(np.zeros((height, width), np.uint8), 0.0, float(probabilities.max()))
+    confidence = float(probabilities[hits].mean())
+    mask = hits.astype(np.uint8) * 255
+    if options.dilate_px > 0:
+        size = 2 * options.dilate_px + 1
+        mask = cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size)))
+    return Detection(mask, float(np.count_nonzero(mask)) / mask.size, confidence)
+
+
+def _tile_starts(length: int, tile: int) -> list[int]:
+    if length <= tile:
+        return [0]
+    count = math.ceil((length - TILE_OVERLAP) / (tile - TILE_OVERLAP))
+    step = (length - tile) / (count - 1)
+    return [round(i * step) for i in range(count)]
+
+
+def tiles(height: int, width: int, tile: int) -> Iterator[tuple[int, int]]:
+    """Top-left corners of overlapping ``tile`` x ``tile`` windows covering the image."""
+    for top in _tile_starts(height, tile):
+        for left in _tile_starts(width, tile):
+            yield top, left
+
+
+def detect_tiled(detector: Detector, rgb: np.ndarray, options: DetectionOptions) -> np.ndarray:
+    """Full-resolution probabilities of a large image, averaged where tiles overlap."""
+    import numpy as np
+
+    height, width = rgb.shape[:2]
+    tile = options.detect_side
+    total = np.zeros((height, width), np.float32)
+    weight = np.zeros((height, width), np.float32)
+    corners = list(tiles(height, width, tile))
+    for start in range(0, len(corners), options.batch_size):
+        group = corners[start : start + options.batch_size]
+        batch = np.stack([rgb[t : t + tile, l : l + tile] for t, l in group])
+        for (t, l), proba in zip(group, detector.predict_proba(batch), strict=True):
+            total[t : t + tile, l : l + tile] += proba
+            weight[t : t + tile, l : l + tile] += 1.0
+    return total / weight
+
+
+def detect_images(detector: Detector, images: list[np.ndarray], options: DetectionOptions) -> list[Detection]:
+    """Detect watermarks on upright H x W x 3 uint8 images; same-shape images share batches."""
+    import numpy as np
+
+    results: list[Detection | None] = [None] * len(images)
+    groups: dict[tuple[int, int], list[int]] = {}
+    for index, rgb in enumerate(images):
+        height, width = rgb.shape[:2]
+        if needs_tiling(height, width, options):
+            results[index] = probabilities_to_detection(detect_tiled(detector, rgb, options), height, width, options)
+        else:
+            groups.setdefault(working_shape(height, width, options.detect_side), []).append(index)
+    for members in groups.values():
+        for start in range(0, len(members), options.batch_size):
+            chunk = members[start : start + options.batch_size]
+            batch = np.stack([resize_for_detector(images[i], options) for i in chunk])
+            for i, proba in zip(chunk, detector.predict_proba(batch), strict=True):
+                results[i] = probabilities_to_detection(proba, *images[i].shape[:2], options)
+    return [r for r in results if r is not None]

@@ -1,0 +1,424 @@
+"""Streaming removal pipeline: read -> decode -> detect (batched) -> inpaint + encode -> write.
+
+Each stage runs in its own thread(s) and hands work on through a bounded queue, so
+decoding, inference and encoding overlap while memory stays flat however large the
+archive is (at most a few batches of images are in flight).  The detector runs in
+one thread and batches images of the same working shape; OpenCV, PIL and torch
+release the GIL, which is what lets the stages run in parallel.
+
+Outputs, next to ``output`` (an archive or folder of the same layout as the input):
+``<output>.report.json``, ``<output>.report.csv``, ``<output>.features.parquet`` and,
+with ``save_masks``, ``<output>.masks.zip`` (one ``<path>.mask.png`` per cleaned image,
+in the stored orientation of the image).
+"""
+
+from __future__ import annotations
+
+import queue
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+from clearmark.removal.archive import ArchiveError, ArchiveReader, ArchiveWriter, Limits, Member, output_kind
+from clearmark.removal.detection import (
+    DetectionOptions,
+    detect_tiled,
+    needs_tiling,
+    probabilities_to_detection,
+    resize_for_detector,
+)
+from clearmark.removal.imageio import ImageDecodeError, is_image_name
+from clearmark.removal.report import MemberRow, RemovalReport
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from clearmark.model.detector import Detector
+    from clearmark.removal.imageio import DecodedImage
+    from clearmark.removal.inpaint import Inpainter
+
+_DONE = object()  # end-of-stream marker passed down the queues
+_POLL_S = 0.1  # how often blocked threads look at the stop flag
+_BATCH_WAIT_S = 0.05  # how long the detector waits for a batch to fill before running it
+_SPOOL_BYTES = 8 * 1024 * 1024  # non-image members above this go to a temporary file
+
+
+def sidecar(output: Path, suffix: str) -> Path:
+    """``<output><suffix>``, e.g. ``photos.zip.report.json`` or ``cleaned.report.json``."""
+    return output.with_name(output.name + suffix)
+
+
+@dataclass
+class RemovalOutputs:
+    """Where a run wrote its results, and its report."""
+
+    output: Path
+    report: RemovalReport
+    report_json: Path
+    report_csv: Path
+    features: Path
+    masks: Path | None
+
+
+@dataclass
+class _Item:
+    """One member on its way through the stages; heavy fields are dropped once used."""
+
+    index: int
+    member: Member
+    row: MemberRow
+    data: bytes | None = None
+    spool: IO[bytes] | None = None
+    image: DecodedImage | None = None
+    upright: np.ndarray | None = None
+    detector_input: np.ndarray | None = None
+    probabilities: np.ndarray | None = None
+    output: bytes | None = None
+    mask_png: bytes | None = None
+    features: dict[str, float] | None = None
+
+
+class _Stop(Exception):
+    """Raised inside a stage when another stage failed and the run is being torn down."""
+
+
+@dataclass
+class _Run:
+    """Shared state of one run: options, queues and the stop flag."""
+
+    detector: Detector
+    inpainter: Inpainter
+    options: DetectionOptions
+    limits: Limits
+    save_masks: bool
+    spool_dir: Path
+    stop: threading.Event = field(default_factory=threading.Event)
+    failure: list[BaseException] = field(default_factory=list)
+
+    def put(self, target: queue.Queue[Any], item: object) -> None:
+        while True:
+            if self.stop.is_set():
+                raise _Stop
+            try:
+                target.put(item, timeout=_POLL_S)
+                return
+            except queue.Full:
+                continue
+
+    def get(self, source: queue.Queue[Any], timeout: float | None = None) -> Any:
+        """Next item; raises ``queue.Empty`` after ``timeout`` seconds (``None``: wait)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            if self.stop.is_set():
+                raise _Stop
+            wait = _POLL_S if deadline is None else min(_POLL_S, deadline - time.monotonic())
+            if wait <= 0:
+                raise queue.Empty
+            try:
+                return source.get(timeout=wait)
+            except queue.Empty:
+                continue
+
+    def fail(self, exc: BaseException) -> None:
+        self.failure.append(exc)
+        self.stop.set()
+
+
+def _ms(start: float) -> float:
+    return round((time.perf_counter() - start) * 1000, 2)
+
+
+def _thread(run: _Run, name: str, target: Callable[[], None]) -> threading.Thread:
+    def guarded() -> None:
+        try:
+            target()
+        except _Stop:
+            pass
+        except BaseException as exc:  # a bug or an unreadable input: stop every stage
+            run.fail(exc)
+
+    thread = threading.Thread(target=guarded, name=f"removal-{name}", daemon=True)
+    thread.start()
+    return thread
+
+
+# --- stages ----------------------------------------------------------------------------------
+def _read(run: _Run, reader: ArchiveReader, decode_q: queue.Queue[Any], write_q: queue.Queue[Any], decoders: int) -> None:
+    """Read members one by one: images go to the decoders, everything else to the writer."""
+    for index, member in enumerate(reader.members):
+        item = _Item(index, member, MemberRow(path=member.path, status="copied_non_image"))
+        if member.is_dir:
+            run.put(write_q, item)
+            continue
+        if member.error:
+            item.row.status, item.row.error, item.row.copied = "error", member.error, False
+            run.put(write_q, item)
+            continue
+        started = time.perf_counter()
+        try:
+            with member.open() as stream:
+                if is_image_name(member.path):
+                    item.data = stream.read()
+                else:
+                    item.spool = tempfile.SpooledTemporaryFile(_SPOOL_BYTES, dir=run.spool_dir)
+                    shutil.copyfileobj(stream, item.spool, 1024 * 1024)
+                    item.spool.seek(0)
+        except (OSError, ValueError, RuntimeError, NotImplementedError, EOFError) as exc:
+            # Bad CRC, unsupported compression or encryption of this member only.
+            item.row.status, item.row.error, item.row.copied = "error", f"cannot read member: {exc}", False
+            run.put(write_q, item)
+            continue
+        item.row.decode_ms = _ms(started)
+        run.put(decode_q if item.data is not None else write_q, item)
+    for _ in range(decoders):
+        run.put(decode_q, _DONE)
+
+
+def _decode(run: _Run, decode_q: queue.Queue[Any], detect_q: queue.Queue[Any], write_q: queue.Queue[Any]) -> None:
+    """Decode images and prepare the detector input (upright, resized)."""
+    from clearmark.removal.imageio import decode_image
+
+    while (item := run.get(decode_q)) is not _DONE:
+        started = time.perf_counter()
+        try:
+            item.image = decode_image(item.data, max_pixels=run.limits.max_image_pixels)
+            item.upright = item.image.upright_rgb8()
+            height, width = item.upright.shape[:2]
+            item.row.format, item.row.width, item.row.height = item.image.format, width, height
+            if not needs_tiling(height, width, run.options):
+                item.detector_input = resize_for_detector(item.upright, run.options)
+        except Exception as exc:  # this image only; the message goes to the report
+            _copy_unchanged(item, str(exc) if isinstance(exc, ImageDecodeError) else f"cannot decode ({type(exc).__name__}: {exc})")
+            run.put(write_q, item)
+            continue
+        item.row.decode_ms += _ms(started)
+        run.put(detect_q, item)
+    run.put(detect_q, _DONE)
+
+
+def _copy_unchanged(item: _Item, reason: str) -> None:
+    """Report an error but keep the original bytes in the output: nothing is lost."""
+    item.row.status, item.row.error, item.row.copied = "error", f"{reason}; copied unchanged", True
+    item.output, item.image, item.upright, item.detector_input = item.data, None, None, None
+
+
+def _detect(run: _Run, detect_q: queue.Queue[Any], finish_q: queue.Queue[Any], decoders: int, finishers: int) -> None:
+    """Batch same-shape images through the detector; run a batch when full or when input pauses."""
+    import numpy as np
+
+    pending: dict[tuple[int, ...], list[_Item]] = {}
+    open_decoders = decoders
+
+    def flush(shape: tuple[int, ...]) -> None:
+        batch = pending.pop(shape)
+        started = time.perf_counter()
+        probabilities = run.detector.predict_proba(np.stack([i.detector_input for i in batch]))
+        per_image = _ms(started) / len(batch)
+        for item, proba in zip(batch, probabilities, strict=True):
+            item.probabilities, item.detector_input = proba, None
+            item.row.detect_ms = round(per_image, 2)
+            run.put(finish_q, item)
+
+    while open_decoders:
+        try:
+            item = run.get(detect_q, timeout=_BATCH_WAIT_S if pending else None)
+        except queue.Empty:  # input paused: run the fullest batch rather than wait
+            flush(max(pending, key=lambda s: len(pending[s])))
+            continue
+        if item is _DONE:
+            open_decoders -= 1
+            continue
+        if item.detector_input is None:  # very large image: full-resolution tiles, on its own
+            started = time.perf_counter()
+            item.probabilities = detect_tiled(run.detector, item.upright, run.options)
+            item.row.detect_ms = _ms(started)
+            run.put(finish_q, item)
+            continue
+        shape = item.detector_input.shape
+        pending.setdefault(shape, []).append(item)
+        if len(pending[shape]) >= run.options.batch_size:
+            flush(shape)
+    for shape in list(pending):
+        flush(shape)
+    for _ in range(finishers):
+        run.put(finish_q, _DONE)
+
+
+def _finish(run: _Run, finish_q: queue.Queue[Any], write_q: queue.Queue[Any]) -> None:
+    """Mask, inpaint, merge and encode one image; compute its drift features."""
+    from clearmark.drift.features import image_features
+    from clearmark.removal.imageio import encode_image, from_upright, merge_cleaned
+
+    while (item := run.get(finish_q)) is not _DONE:
+        image, row = item.image, item.row
+        assert image is not None and item.upright is not None and item.probabilities is not None
+        started = time.perf_counter()
+        detection = probabilities_to_detection(item.probabilities, *item.upright.shape[:2], run.options)
+        row.detect_ms = round(row.detect_ms + _ms(started), 2)
+        row.mask_coverage, row.confidence = round(detection.coverage, 6), round(detection.confidence, 6)
+        item.features = image_features(
+            item.upright, jpeg_quality=image.jpeg_quality, mask_coverage=detection.coverage, confidence=detection.confidence
+        )
+        try:
+            if detection.found:
+                _clean(run, item, from_upright(detection.mask, image.orientation), encode_image, merge_cleaned)
+            else:
+                row.status, item.output = "unchanged_no_watermark", item.data  # byte-identical pass-through
+        except Exception as exc:  # one image that cannot be inpainted or encoded
+            _copy_unchanged(item, f"cleaning failed ({type(exc).__name__}: {exc})")
+        item.image = item.upright = item.probabilities = None
+        run.put(write_q, item)
+    run.put(write_q, _DONE)
+
+
+def _clean(run: _Run, item: _Item, mask: np.ndarray, encode: Callable[..., bytes], merge: Callable[..., np.ndarray]) -> None:
+    import numpy as np
+
+    image, row = item.image, item.row
+    assert image is not None
+    mask = np.ascontiguousarray(mask)
+    started = time.perf_counter()
+    cleaned = run.inpainter.inpaint(image.rgb8(), mask)
+    row.inpaint_ms = _ms(started)
+    started = time.perf_counter()
+    item.output = encode(image, merge(image, cleaned, mask))
+    if run.save_masks:
+        import cv2
+
+        item.mask_png = cv2.imencode(".png", mask)[1].tobytes()
+    row.encode_ms = _ms(started)
+    row.status, row.inpainter = "cleaned", run.inpainter.name
+
+
+# --- driver ----------------------------------------------------------------------------------
+def remove_watermarks(
+    input_path: Path,
+    output_path: Path,
+    *,
+    detector: Detector,
+    inpainter: Inpainter,
+    options: DetectionOptions,
+    limits: Limits | None = None,
+    save_masks: bool = False,
+    progress: bool = True,
+) -> RemovalOutputs:
+    """Clean every image of ``input_path`` (archive or folder) into ``output_path``.
+
+    The output has the kind its name says (``.zip``, ``.tar``, ``.tar.gz``/``.tgz``,
+    otherwise a folder) and the input's relative paths.  Raises :class:`ArchiveError`
+    when the input as a whole is unreadable or hostile; then no output is left behind.
+    """
+    import pandas as pd
+    from tqdm import tqdm
+
+    from clearmark.drift.features import FEATURE_COLUMNS
+    from clearmark.storage import atomic_write_bytes
+
+    input_path, output_path = Path(input_path).resolve(), Path(output_path).resolve()
+    if output_path == input_path or output_path.is_relative_to(input_path):
+        raise ArchiveError(f"OUTPUT {output_path} must lie outside INPUT {input_path}; choose another output path")
+    limits = limits or Limits()
+    output_path.parent.mkdir(parents=True, exist_ok=True)
+    started_at, started = datetime.now(UTC), time.perf_counter()
+    outputs = RemovalOutputs(
+        output=output_path,
+        report=RemovalReport(
+            input=str(input_path), output=str(output_path), kind=output_kind(output_path), model_version=detector.version,
+            inpainter=inpainter.name, threshold=options.threshold, started_at=started_at.isoformat(),
+        ),  # fmt: skip
+        report_json=sidecar(output_path, ".report.json"),
+        report_csv=sidecar(output_path, ".report.csv"),
+        features=sidecar(output_path, ".features.parquet"),
+        masks=sidecar(output_path, ".masks.zip") if save_masks else None,
+    )
+    rows: list[MemberRow | None] = []
+    features: list[dict[str, float]] = []
+    with (
+        ArchiveReader(input_path, limits) as reader,
+        tempfile.TemporaryDirectory(prefix=".spool-", dir=output_path.parent) as spool_dir,
+    ):
+        rows = [None] * len(reader.members)
+        run = _Run(detector, inpainter, options, limits, save_masks, Path(spool_dir))
+        features = _drive(run, reader, output_path, outputs.masks, rows, progress, tqdm)
+    outputs.report.rows = [r for r in rows if r is not None and r.path]
+    outputs.report.duration_s = time.perf_counter() - started
+    frame = pd.DataFrame(features, columns=FEATURE_COLUMNS)
+    atomic_write_bytes(outputs.features, frame.to_parquet(index=False))
+    outputs.report.write(outputs.report_json, outputs.report_csv)
+    return outputs
+
+
+def _drive(
+    run: _Run, reader: ArchiveReader, output: Path, masks: Path | None, rows: list[MemberRow | None], progress: bool, tqdm: Any
+) -> list[dict[str, float]]:
+    """Start the stages, write results as they arrive (this thread), join, and commit the outputs."""
+    depth = run.options.batch_size + 2
+    decode_q: queue.Queue[Any] = queue.Queue(depth)
+    detect_q: queue.Queue[Any] = queue.Queue(depth)
+    finish_q: queue.Queue[Any] = queue.Queue(depth)
+    write_q: queue.Queue[Any] = queue.Queue(depth)
+    decoders = 2
+    # Diffusers pipelines are not thread-safe; OpenCV inpainting is.
+    finishers = 2 if run.inpainter.name in {"telea", "ns"} else 1
+    threads = [_thread(run, "read", lambda: _read(run, reader, decode_q, write_q, decoders))]
+    threads += [_thread(run, f"decode{i}", lambda: _decode(run, decode_q, detect_q, write_q)) for i in range(decoders)]
+    threads.append(_thread(run, "detect", lambda: _detect(run, detect_q, finish_q, decoders, finishers)))
+    threads += [_thread(run, f"finish{i}", lambda: _finish(run, finish_q, write_q)) for i in range(finishers)]
+    features: list[dict[str, float]] = []
+    writer = ArchiveWriter(output)
+    mask_writer = ArchiveWriter(masks, "zip") if masks else None
+    files = sum(1 for m in reader.members if not m.is_dir)
+    try:
+        with tqdm(total=files, unit="file", desc=reader.path.name, disable=not progress) as bar:
+            open_finishers = finishers
+            while open_finishers:
+                item = run.get(write_q)
+                if item is _DONE:
+                    open_finishers -= 1
+                    continue
+                _write(item, writer, mask_writer)
+                if not item.member.is_dir:
+                    rows[item.index] = item.row
+                    bar.update()
+                if item.features is not None:
+                    features.append(item.features)
+        for thread in threads:
+            thread.join()
+        if run.failure:
+            raise run.failure[0]
+    except BaseException as exc:
+        run.stop.set()
+        for thread in threads:
+            thread.join()
+        writer.abort()
+        if mask_writer:
+            mask_writer.abort()
+        if isinstance(exc, _Stop) and run.failure:
+            raise run.failure[0] from None
+        raise
+    writer.commit()
+    if mask_writer:
+        mask_writer.commit()
+    return features
+
+
+def _write(item: _Item, writer: ArchiveWriter, mask_writer: ArchiveWriter | None) -> None:
+    member = item.member
+    if member.is_dir:
+        writer.add_dir(member.path, member.mtime)
+        return
+    started = time.perf_counter()
+    if item.spool is not None:
+        with item.spool:
+            writer.add_file(member.path, item.spool, size=member.size, mtime=member.mtime, mode=member.mode)
+    elif item.output is not None and item.row.copied:
+        writer.add_file(member.path, item.output, mtime=member.mtime, mode=member.mode)
+    if item.mask_png is not None and mask_writer is not None:
+        mask_writer.add_file(member.path + ".mask.png", item.mask_png, mtime=member.mtime)
+    item.row.encode_ms = round(item.row.encode_ms + _ms(started), 2)

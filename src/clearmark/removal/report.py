@@ -1,0 +1,98 @@
+"""Per-member report of a removal run: ``report.json`` (summary + rows) and ``report.csv`` (rows)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal
+
+from clearmark.storage import atomic_write_bytes
+
+Status = Literal["cleaned", "unchanged_no_watermark", "copied_non_image", "error"]
+STATUSES: tuple[Status, ...] = ("cleaned", "unchanged_no_watermark", "copied_non_image", "error")
+
+
+@dataclass
+class MemberRow:
+    """What happened to one member of the input."""
+
+    path: str
+    status: Status
+    format: str = ""
+    width: int | None = None
+    height: int | None = None
+    mask_coverage: float | None = None
+    confidence: float | None = None
+    inpainter: str = ""
+    decode_ms: float = 0.0
+    detect_ms: float = 0.0
+    inpaint_ms: float = 0.0
+    encode_ms: float = 0.0
+    # For errors: why, and whether the original bytes were still copied to the output.
+    error: str = ""
+    copied: bool = True
+
+
+@dataclass
+class RemovalReport:
+    """Summary of one input (archive or folder) and one row per member."""
+
+    input: str
+    output: str
+    kind: str
+    model_version: str
+    inpainter: str
+    threshold: float
+    started_at: str
+    duration_s: float = 0.0
+    rows: list[MemberRow] = field(default_factory=list)
+
+    @property
+    def counts(self) -> dict[str, int]:
+        counts = dict.fromkeys(STATUSES, 0)
+        for row in self.rows:
+            counts[row.status] += 1
+        return counts
+
+    @property
+    def images_per_s(self) -> float:
+        images = sum(1 for r in self.rows if r.status in ("cleaned", "unchanged_no_watermark"))
+        return images / self.duration_s if self.duration_s else 0.0
+
+    @property
+    def status(self) -> Literal["ok", "partial"]:
+        """``partial`` when some members failed while the rest were processed."""
+        return "partial" if self.counts["error"] else "ok"
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-able summary without the rows."""
+        return {
+            "status": self.status,
+            "input": self.input,
+            "output": self.output,
+            "kind": self.kind,
+            "model_version": self.model_version,
+            "inpainter": self.inpainter,
+            "threshold": self.threshold,
+            "started_at": self.started_at,
+            "duration_s": round(self.duration_s, 3),
+            "images_per_s": round(self.images_per_s, 2),
+            "members": len(self.rows),
+            "counts": self.counts,
+        }
+
+    def to_json(self) -> bytes:
+        return json.dumps({**self.summary(), "rows": [asdict(r) for r in self.rows]}, indent=2).encode()
+
+    def write(self, json_path: Path, csv_path: Path) -> None:
+        """Write both report files atomically."""
+        import io
+
+        atomic_write_bytes(json_path, self.to_json())
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=[f.name for f in fields(MemberRow)])
+        writer.writeheader()
+        writer.writerows(asdict(r) for r in self.rows)
+        atomic_write_bytes(csv_path, buffer.getvalue().encode())
