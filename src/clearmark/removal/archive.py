@@ -127,9 +127,13 @@ def detect_kind(path: Path) -> ArchiveKind:
     if zipfile.is_zipfile(path):
         return "zip"
     with open(path, "rb") as fh:
-        magic = fh.read(2)
-    if magic == b"\x1f\x8b":
+        head = fh.read(512)
+    if head.startswith(b"\x1f\x8b"):
         return "tar.gz"
+    if head.startswith(b"PK\x03\x04"):
+        raise ArchiveError(f"{path.name} is a truncated or corrupt zip (no central directory); upload it again")
+    if head and not head.strip(b"\x00"):
+        raise ArchiveError(f"{path.name} is an empty tar archive: it holds no files to process")
     try:
         if tarfile.is_tarfile(path):
             return "tar"

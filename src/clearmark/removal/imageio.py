@@ -137,6 +137,10 @@ def decode_image(data: bytes, *, max_pixels: int) -> DecodedImage:
 
     try:
         image = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError as exc:  # PIL's own guard fires on even larger headers
+        raise ImageDecodeError(
+            f"image is above the {max_pixels / 1e6:.0f} MP limit (CLEARMARK_MAX_IMAGE_PIXELS; {exc})"
+        ) from exc
     except UnidentifiedImageError as exc:
         raise ImageDecodeError("not a readable image (unknown or corrupt header)") from exc
     except Exception as exc:
@@ -145,7 +149,7 @@ def decode_image(data: bytes, *, max_pixels: int) -> DecodedImage:
     if width * height > max_pixels:
         raise ImageDecodeError(
             f"image is {width}x{height} = {width * height / 1e6:.0f} MP, above the {max_pixels / 1e6:.0f} MP limit "
-            "(CLEARMARK_MAX_IMAGE_PIXELS): copied unchanged; raise the limit to clean it"
+            "(CLEARMARK_MAX_IMAGE_PIXELS); raise the limit to clean it"
         )
     if image.format not in SUPPORTED_FORMATS:
         raise ImageDecodeError(f"{image.format} images are not cleaned (supported: JPEG, PNG, WebP, TIFF, BMP)")

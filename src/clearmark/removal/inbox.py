@@ -125,8 +125,11 @@ def find_new_archives(settings: Settings) -> list[str]:
     return sorted(found)
 
 
-def process_inbox_item(settings: Settings, key: str) -> dict[str, Any]:
-    """Download, clean and publish one inbox item; returns a JSON-able summary (see module doc)."""
+def process_inbox_item(settings: Settings, key: str, *, model: str | None = None) -> dict[str, Any]:
+    """Download, clean and publish one inbox item; returns a JSON-able summary (see module doc).
+
+    ``model`` overrides the champion (a detector folder or an MLflow URI).
+    """
     from clearmark.storage import ObjectStore
 
     store = ObjectStore(settings)
@@ -146,10 +149,11 @@ def process_inbox_item(settings: Settings, key: str) -> dict[str, Any]:
             existing["processed_key"] = _archive_original(store, settings, key, PROCESSED, digest)
             return {**existing, "skipped": True}
         try:
-            outputs = run_removal(settings, input_path, work / "out" / name)
+            outputs = run_removal(settings, input_path, work / "out" / name, model=model)
         except ArchiveError as exc:
             return _fail(store, settings, key, name, digest, str(exc))
         summary = _publish(store, settings, key, name, digest, outputs)
+        summary["model_uri"] = model or champion_uri(settings)
         store.put_bytes(settings.reports_bucket, f"{INDEX_PREFIX}{digest}.json", json.dumps(summary).encode(), content_type="application/json")
         summary["processed_key"] = _archive_original(store, settings, key, PROCESSED, digest)
         return {**summary, "skipped": False}
@@ -221,7 +225,6 @@ def _publish(store: ObjectStore, settings: Settings, key: str, name: str, digest
         "name": name,
         "status": report["status"],
         "content_sha256": digest,
-        "model_uri": champion_uri(settings),
         "model_version": report["model_version"],
         "inpainter": report["inpainter"],
         "counts": report["counts"],
