@@ -53,6 +53,7 @@ SUPERSAMPLE = 4  # logos are drawn 4x larger and box-reduced: anti-aliased edges
 COVERAGE_RANGE = (0.008, 0.32)  # a watermark outside this range is drawn again
 MIN_VISIBLE_DIFF = 20  # grey levels a masked pixel must change by to count as visible
 MIN_VISIBLE_SHARE = 0.9
+MIN_TEXT_SIZE = 0.09  # font size as a share of the side: capitals are >= ~6% of it
 PNG_LEVEL = 1  # 5x faster than the default level for 15% larger files
 
 
@@ -364,7 +365,8 @@ def _text_layer(rng: np.random.Generator, text: str, pixels: int, rotation: floa
 
     fonts = _font_files()
     font = _font(fonts[int(rng.integers(len(fonts)))], pixels)
-    stroke = int(rng.integers(0, max(1, pixels // 14) + 1))  # thicker strokes: bolder, easier to detect
+    # Strokes of at least 1 px on small text: thin glyphs would be a mask of anti-aliased fringes.
+    stroke = int(rng.integers(1 if pixels < 40 else 0, max(2, pixels // 12) + 1))
     left, top, right, bottom = ImageDraw.Draw(Image.new("L", (1, 1))).textbbox((0, 0), text, font=font, stroke_width=stroke)
     layer = Image.new("L", (right - left + 2, bottom - top + 2), 0)
     ImageDraw.Draw(layer).text((1 - left, 1 - top), text, font=font, fill=255, stroke_width=stroke, stroke_fill=255)
@@ -462,7 +464,7 @@ def _watermark_text(rng: np.random.Generator, size: int) -> np.ndarray:
     rotation = float(rng.uniform(-45, 45)) if rng.random() < 0.5 else 0.0
     pixels = int(size * rng.uniform(0.1, 0.2))
     layer = _text_layer(rng, text, pixels, rotation)
-    while not _fit(layer, size) and pixels > size * 0.06:  # long text: shrink until it fits
+    while not _fit(layer, size) and pixels * 0.85 >= size * MIN_TEXT_SIZE:  # long text: shrink until it fits
         pixels = int(pixels * 0.85)
         layer = _text_layer(rng, text, pixels, rotation)
     _place_randomly(rng, canvas, layer)
@@ -487,7 +489,7 @@ def _watermark_tiled_text(rng: np.random.Generator, size: int) -> np.ndarray:
 
     canvas = np.zeros((size, size), np.float32)
     rotation = float(rng.choice([0.0, 30.0, -30.0, 45.0, -45.0]))
-    layer = _text_layer(rng, _random_text(rng), int(size * rng.uniform(0.07, 0.11)), rotation)
+    layer = _text_layer(rng, _random_text(rng), int(size * rng.uniform(MIN_TEXT_SIZE, 0.12)), rotation)
     _tile(rng, canvas, layer, gap=float(rng.uniform(0.3, 1.0)))
     return canvas
 
@@ -506,9 +508,9 @@ def _watermark_logo_text(rng: np.random.Generator, size: int) -> np.ndarray:
     import numpy as np
 
     logo = _logo_layer(rng, int(size * rng.uniform(0.14, 0.24)), 0.0)
-    text = _text_layer(rng, _random_text(rng), int(logo.shape[0] * rng.uniform(0.55, 0.8)), 0.0)
+    text = _text_layer(rng, _random_text(rng), max(int(size * MIN_TEXT_SIZE), int(logo.shape[0] * rng.uniform(0.55, 0.8))), 0.0)
     if logo.shape[1] + text.shape[1] + 4 > size:
-        text = _text_layer(rng, _random_text(rng, single_word=True), int(size * 0.07), 0.0)
+        text = _text_layer(rng, _random_text(rng, single_word=True), int(size * MIN_TEXT_SIZE), 0.0)
     block = np.zeros((max(logo.shape[0], text.shape[0]), logo.shape[1] + 4 + text.shape[1]), np.float32)
     _stamp(block, logo, 0, 0)
     _stamp(block, text, logo.shape[1] + 4, (block.shape[0] - text.shape[0]) // 2)
