@@ -198,3 +198,16 @@ def test_mask_from_boxes_and_coverage() -> None:
     assert coverage(mask_from_boxes((10, 10), [])) == 0.0
     with pytest.raises(ValueError, match="normalised"):
         mask_from_boxes((10, 10), [(0, 5.0, 5.0, 2.0, 2.0)])
+
+
+def test_rejection_survives_pickling_with_both_fields(tmp_path: Path) -> None:
+    import pickle
+
+    (tmp_path / "empty.png").write_bytes(b"")
+    copy = pickle.loads(pickle.dumps(_rejected(tmp_path / "empty.png")))
+    assert isinstance(copy, ImageRejected) and copy.reason == "zero_bytes" and "empty.png" in copy.detail
+
+
+def test_riff_audio_named_webp_is_not_an_image(tmp_path: Path) -> None:
+    (tmp_path / "sound.webp").write_bytes(b"RIFF\x24\x00\x00\x00WAVEfmt " + bytes(32))
+    assert _rejected(tmp_path / "sound.webp").reason == "not_image"

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 SUPPORTED_FORMATS = frozenset({"JPEG", "MPO", "PNG", "WEBP", "BMP", "TIFF", "GIF"})
 # Leading bytes of the formats above: such a file that Pillow cannot parse is corrupt, not "not an image".
-IMAGE_SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM", b"II*\x00", b"MM\x00*", b"RIFF")
+IMAGE_SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM", b"II*\x00", b"MM\x00*")
 WHITE = (255, 255, 255)
 _TRUNCATION_LOCK = threading.Lock()
 
@@ -39,6 +39,10 @@ class ImageRejected(Exception):
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
+
+    def __reduce__(self) -> tuple[type[ImageRejected], tuple[str, str]]:
+        """Survive pickling (process pools, Airflow XCom) with both fields."""
+        return (type(self), (self.reason, self.detail))
 
 
 @dataclass(frozen=True)
@@ -76,7 +80,7 @@ def load_normalized(path: Path, *, max_pixels: int) -> tuple[Image.Image, ImageI
         except Image.DecompressionBombError as exc:
             raise ImageRejected("too_large", f"{path.name}: {exc} Resize it below {max_pixels:,} pixels before uploading.") from exc
         except UnidentifiedImageError as exc:
-            if head.startswith(IMAGE_SIGNATURES):
+            if head.startswith(IMAGE_SIGNATURES) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP"):
                 raise ImageRejected("corrupt", f"{path.name} starts like an image but its header cannot be read; re-export or re-download it.") from exc
             raise ImageRejected(
                 "not_image", f"{path.name} is not an image file (supported: {', '.join(sorted(SUPPORTED_FORMATS))}); remove it from the source."
