@@ -155,14 +155,21 @@ def decode_image(data: bytes, *, max_pixels: int) -> DecodedImage:
         raise ImageDecodeError(f"{image.format} images are not cleaned (supported: JPEG, PNG, WebP, TIFF, BMP)")
     if getattr(image, "n_frames", 1) > 1 and image.format != "MPO":
         raise ImageDecodeError(f"animated or multi-page {image.format} images are not cleaned")
+    fmt = "JPEG" if image.format == "MPO" else str(image.format)
     try:
+        # Read before loading: PIL's TIFF loader applies and then drops the orientation tag.
+        orientation = int(image.getexif().get(_EXIF_ORIENTATION, 1) or 1)
+        orientation = orientation if 1 <= orientation <= 8 else 1
+        info = {key: image.info[key] for key in ("icc_profile", "exif", "dpi", "progressive", "progression", "compression") if key in image.info}
+        if fmt == "TIFF":  # TIFF keeps EXIF-like fields as tags of its own
+            info["tiff_tags"] = {tag: image.tag_v2[tag] for tag in _TIFF_CARRIED if tag in image.tag_v2}
         pixels, mode = _pixels(image, data)
+        if fmt == "TIFF" and pixels.dtype.itemsize == 1:
+            pixels = from_upright(pixels, orientation)  # PIL handed it over upright; we keep stored pixels
     except ImageDecodeError:
         raise
     except Exception as exc:  # truncated or corrupt pixel data
         raise ImageDecodeError(f"corrupt or truncated {image.format} data ({exc})") from exc
-    info = {key: image.info[key] for key in ("icc_profile", "exif", "dpi", "progressive", "progression", "compression") if key in image.info}
-    fmt = "JPEG" if image.format == "MPO" else str(image.format)
     if fmt == "JPEG":
         from PIL import JpegImagePlugin
 
@@ -170,14 +177,11 @@ def decode_image(data: bytes, *, max_pixels: int) -> DecodedImage:
         info["subsampling"] = JpegImagePlugin.get_sampling(image)
     if fmt == "WEBP":
         info["lossless"] = b"VP8L" in data[:64]
-    if fmt == "TIFF":  # TIFF keeps EXIF-like fields as tags of its own
-        info["tiff_tags"] = {tag: image.tag_v2[tag] for tag in _TIFF_CARRIED if tag in image.tag_v2}
-    orientation = int(image.getexif().get(_EXIF_ORIENTATION, 1) or 1)
     return DecodedImage(
         format=fmt,
         mode=mode,
         pixels=pixels,
-        orientation=orientation if 1 <= orientation <= 8 else 1,
+        orientation=orientation,
         source=data,
         info=info,
         jpeg_quality=_jpeg_quality(image),
