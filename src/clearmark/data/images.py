@@ -11,7 +11,6 @@ images to plain RGB (alpha flattened on white).
 from __future__ import annotations
 
 import threading
-import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -63,8 +62,6 @@ def load_normalized(path: Path, *, max_pixels: int) -> tuple[Image.Image, ImageI
     (more than ``max_pixels`` pixels, checked from the header before decoding) or
     unsupported files.
     """
-    from PIL import Image, UnidentifiedImageError
-
     path = Path(path)
     size_bytes = path.stat().st_size
     if size_bytes == 0:
@@ -72,41 +69,42 @@ def load_normalized(path: Path, *, max_pixels: int) -> tuple[Image.Image, ImageI
     with open(path, "rb") as fh:
         head = fh.read(16)
 
-    with warnings.catch_warnings():
-        # The pixel budget is enforced below from the header; Pillow's own warning is redundant.
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        try:
-            image = Image.open(path)
-        except Image.DecompressionBombError as exc:
-            raise ImageRejected("too_large", f"{path.name}: {exc} Resize it below {max_pixels:,} pixels before uploading.") from exc
-        except UnidentifiedImageError as exc:
-            if head.startswith(IMAGE_SIGNATURES) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP"):
-                raise ImageRejected("corrupt", f"{path.name} starts like an image but its header cannot be read; re-export or re-download it.") from exc
+    image = _open(path, head, max_pixels)
+    with image:
+        file_format = image.format or "unknown"
+        if file_format not in SUPPORTED_FORMATS:
+            raise ImageRejected("unsupported", f"{path.name} is a {file_format} file; convert it to one of {', '.join(sorted(SUPPORTED_FORMATS))}.")
+        width, height = image.size
+        if width * height > max_pixels:
             raise ImageRejected(
-                "not_image", f"{path.name} is not an image file (supported: {', '.join(sorted(SUPPORTED_FORMATS))}); remove it from the source."
-            ) from exc
-        except (OSError, SyntaxError, ValueError) as exc:
-            raise ImageRejected("corrupt", f"{path.name} has a damaged header ({exc}); re-export or re-download it.") from exc
-
-        with image:
-            file_format = image.format or "unknown"
-            if file_format not in SUPPORTED_FORMATS:
-                raise ImageRejected(
-                    "unsupported", f"{path.name} is a {file_format} file; convert it to one of {', '.join(sorted(SUPPORTED_FORMATS))}."
-                )
-            width, height = image.size
-            if width * height > max_pixels:
-                raise ImageRejected(
-                    "too_large",
-                    f"{path.name} is {width}x{height} = {width * height:,} pixels, above the limit of {max_pixels:,} "
-                    "(CLEARMARK_MAX_IMAGE_PIXELS); resize it or raise the limit if the file is trusted.",
-                )
-            original_mode = image.mode
-            _decode_fully(image, path)
-            oriented = _apply_orientation(image)
-            rgb = _to_rgb(oriented, path)
+                "too_large",
+                f"{path.name} is {width}x{height} = {width * height:,} pixels, above the limit of {max_pixels:,} "
+                "(CLEARMARK_MAX_IMAGE_PIXELS); resize it or raise the limit if the file is trusted.",
+            )
+        original_mode = image.mode
+        _decode_fully(image, path)
+        rgb = _to_rgb(_apply_orientation(image), path)
     info = ImageInfo(width=rgb.width, height=rgb.height, mode=original_mode, format=file_format, bytes=size_bytes)
     return rgb, info
+
+
+def _open(path: Path, head: bytes, max_pixels: int) -> Image.Image:
+    """Parse the header only (Pillow decodes lazily); classify what cannot be parsed."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        # Pillow warns (DecompressionBombWarning) above its own limit; the caller checks ``max_pixels``.
+        return Image.open(path)
+    except Image.DecompressionBombError as exc:
+        raise ImageRejected("too_large", f"{path.name}: {exc} Resize it below {max_pixels:,} pixels before uploading.") from exc
+    except UnidentifiedImageError as exc:
+        if head.startswith(IMAGE_SIGNATURES) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP"):
+            raise ImageRejected("corrupt", f"{path.name} starts like an image but its header cannot be read; re-export or re-download it.") from exc
+        raise ImageRejected(
+            "not_image", f"{path.name} is not an image file (supported: {', '.join(sorted(SUPPORTED_FORMATS))}); remove it from the source."
+        ) from exc
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageRejected("corrupt", f"{path.name} has a damaged header ({exc}); re-export or re-download it.") from exc
 
 
 @contextmanager
