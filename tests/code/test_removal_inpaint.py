@@ -127,6 +127,21 @@ def test_opencv_inpainters_remove_a_synthetic_watermark(name: str, tmp_path: Pat
     assert error_after < 0.15 * error_before, (error_before, error_after)
 
 
+@pytest.mark.parametrize(("name", "flag"), [("telea", cv2.INPAINT_TELEA), ("ns", cv2.INPAINT_NS)])
+@pytest.mark.parametrize("radius", [1, 3, 7.5])
+def test_opencv_inpainters_match_opencv_on_the_whole_image(name: str, flag: int, radius: float, tmp_path: Path) -> None:
+    # They only inpaint the mask's box plus a margin (for speed): the pixels must not change.
+    rng = np.random.default_rng(int(radius * 10))
+    photo = (smooth_photo(300, 420).astype(int) + rng.integers(-25, 25, (300, 420, 3))).clip(0, 255).astype(np.uint8)
+    corner, corner_mask = add_text_watermark(photo[200:, 280:], "ab")
+    watermarked, mask = photo.copy(), np.zeros((300, 420), np.uint8)
+    watermarked[200:, 280:], mask[200:, 280:] = corner, corner_mask
+
+    cleaned = get_inpainter(name, Settings(home=tmp_path), radius=radius).inpaint(watermarked, mask)
+
+    np.testing.assert_array_equal(cleaned, cv2.inpaint(watermarked, mask, radius, flag))
+
+
 def test_telea_radius_is_configurable_and_validated(tmp_path: Path) -> None:
     settings = Settings(home=tmp_path)
     assert get_inpainter("telea", settings, radius=7).radius == 7

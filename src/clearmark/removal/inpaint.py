@@ -18,6 +18,7 @@ diffusers are imported inside functions.
 
 from __future__ import annotations
 
+import math
 import re
 import threading
 from collections.abc import Callable, Sequence
@@ -125,6 +126,17 @@ def masked_pixels(rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return mask > 0
 
 
+def mask_box(fill: np.ndarray) -> tuple[int, int, int, int] | None:
+    """``(top, bottom, left, right)`` (end-exclusive) bounding box of True pixels, or None."""
+    import numpy as np
+
+    rows = np.flatnonzero(fill.any(axis=1))
+    if rows.size == 0:
+        return None
+    cols = np.flatnonzero(fill.any(axis=0))
+    return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+
+
 def _describe(array: object) -> str:
     """Short description of a would-be array for error messages."""
     shape = getattr(array, "shape", None)
@@ -153,11 +165,20 @@ class OpenCVInpainter:
         import numpy as np
 
         fill = masked_pixels(rgb, mask)
-        if not fill.any():
-            return rgb.copy()
+        result = rgb.copy()
+        box = mask_box(fill)
+        if box is None:
+            return result
+        # Both methods only read known pixels within ``radius`` of the hole: working on the
+        # mask's box plus that margin gives the same pixels, much faster on large photos.
+        margin = math.ceil(self.radius) + 2
+        top, bottom, left, right = box
+        window = np.s_[max(0, top - margin) : bottom + margin, max(0, left - margin) : right + margin]
+        hole = fill[window]
         flag = cv2.INPAINT_TELEA if self.method == "telea" else cv2.INPAINT_NS
-        filled = cv2.inpaint(np.ascontiguousarray(rgb), fill.astype(np.uint8) * 255, self.radius, flag)
-        return np.where(fill[..., None], filled, rgb)
+        filled = cv2.inpaint(np.ascontiguousarray(rgb[window]), hole.astype(np.uint8) * 255, self.radius, flag)
+        result[window][hole] = filled[hole]
+        return result
 
 
 @register_inpainter("telea")
@@ -320,16 +341,14 @@ class DiffusersInpainter:
 
     def _crop_job(self, index: int, fill: np.ndarray) -> _CropJob:
         """Context window around the mask's bounding box, square where the image allows."""
-        import numpy as np
-
-        rows = np.flatnonzero(fill.any(axis=1))
-        cols = np.flatnonzero(fill.any(axis=0))
-        box_h, box_w = rows[-1] + 1 - rows[0], cols[-1] + 1 - cols[0]
-        long_side = max(box_h, box_w)
+        box = mask_box(fill)
+        assert box is not None, "only images with masked pixels get a crop job"
+        box_top, box_bottom, box_left, box_right = box
+        long_side = max(box_bottom - box_top, box_right - box_left)
         side = long_side + 2 * max(self.min_context, round(self.context * long_side))
         image_h, image_w = fill.shape
-        top, bottom = _window((rows[0] + rows[-1] + 1) / 2, int(side), image_h)
-        left, right = _window((cols[0] + cols[-1] + 1) / 2, int(side), image_w)
+        top, bottom = _window((box_top + box_bottom) / 2, side, image_h)
+        left, right = _window((box_left + box_right) / 2, side, image_w)
         scale = self._resolution / max(bottom - top, right - left)
         return _CropJob(
             index=index,
