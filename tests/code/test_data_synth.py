@@ -102,3 +102,15 @@ def test_difference_of_a_synthetic_pair_reproduces_its_mask(synth_dir: Path) -> 
         assert not (derived_pixels & ~true_pixels).any()
         iou = (derived_pixels & true_pixels).sum() / (derived_pixels | true_pixels).sum()
         assert iou > 0.9 and coverage(derived) <= coverage(truth)
+
+
+def test_another_process_with_another_hash_seed_writes_the_same_bytes(synth_dir: Path, tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    code = f"from pathlib import Path; from clearmark.data.synth import generate_synthetic; generate_synthetic(Path({str(tmp_path)!r}), 6, {SEED}, size={SIZE}, progress=False)"
+    subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "PYTHONHASHSEED": "12345"}, timeout=120)
+    full = _digests(synth_dir)
+    produced = _digests(tmp_path)
+    assert len(produced) == 18 and produced == {name: full[name] for name in produced}
