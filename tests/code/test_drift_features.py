@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from clearmark.drift.features import FEATURE_COLUMNS, detection_stats, estimate_jpeg_quality, image_features
+from clearmark.drift.features import FEATURE_COLUMNS, estimate_jpeg_quality, image_features
 
 
 def _photo_like(seed: int = 0, size: tuple[int, int] = (240, 320)) -> np.ndarray:
@@ -103,10 +103,3 @@ def test_jpeg_quality_estimate_for_a_greyscale_jpeg() -> None:
 def test_jpeg_quality_is_none_for_other_formats(fmt: str) -> None:
     assert estimate_jpeg_quality(_reopen(_photo_like(), fmt)) is None
 
-
-def test_detection_stats_reads_coverage_and_confidence_from_probabilities() -> None:
-    probabilities = np.zeros((10, 10), np.float32)
-    probabilities[:2, :5] = 0.9  # 10 % of the pixels, confidently watermark
-    probabilities[5, 5] = 0.3
-    assert detection_stats(probabilities, 0.5) == pytest.approx((0.10, 0.9))
-    assert detection_stats(probabilities * 0.5, 0.5) == pytest.approx((0.0, 0.45))

@@ -36,6 +36,7 @@ def feature_frame(rows: int, seed: int, *, shift: float = 0.0) -> pd.DataFrame:
     )
 
 
+@pytest.mark.slow  # two Evidently reports: ~55 s on 2 busy cores
 def test_shifted_batch_drifts_more_than_a_batch_like_the_reference(settings: Settings, store: ObjectStore) -> None:
     reference = feature_frame(300, seed=1)
     same = build_drift_report(settings, store, feature_frame(120, seed=2), reference, "same.zip", "2026-01-02")

@@ -104,19 +104,6 @@ def _as_rgb8(rgb: np.ndarray) -> np.ndarray:
     raise ValueError(f"image_features expects uint8 or uint16 pixels, got {rgb.dtype}; convert to uint8 (0..255) first.")
 
 
-def detection_stats(probabilities: np.ndarray, threshold: float) -> tuple[float, float]:
-    """``(mask_coverage, confidence)`` of one H x W probability map from ``Detector.predict_proba``.
-
-    Coverage is the share of pixels above ``threshold``; confidence is the mean
-    probability inside the predicted mask, or the highest probability when no pixel
-    crosses the threshold (how close the detector came to finding a watermark).
-    """
-    mask = probabilities > threshold
-    coverage = float(mask.mean())
-    confidence = float(probabilities[mask].mean()) if mask.any() else float(probabilities.max())
-    return coverage, confidence
-
-
 def image_features(rgb: np.ndarray, *, jpeg_quality: float | None, mask_coverage: float, confidence: float) -> dict[str, float]:
     """Features of one image, keyed by :data:`FEATURE_COLUMNS`.
 

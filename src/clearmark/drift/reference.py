@@ -71,30 +71,33 @@ def _sample_rows(manifest: pd.DataFrame, sample_size: int) -> pd.DataFrame:
     return rows.sample(n=sample_size, random_state=0) if len(rows) > sample_size else rows
 
 
-def _reference_rows(store: ObjectStore, prefix: str, rows: pd.DataFrame, detector: Detector) -> list[dict[str, float | str]]:
-    """Features of each sampled watermarked image, detector outputs included."""
+def _reference_rows(
+    settings: Settings, store: ObjectStore, prefix: str, rows: pd.DataFrame, detector: Detector
+) -> list[dict[str, float | str]]:
+    """Features of each sampled watermarked image, with the detector run exactly as the removal step runs it."""
     import io
 
-    import cv2
     import numpy as np
     from PIL import Image
     from tqdm import tqdm
 
-    from clearmark.drift.features import ANALYSIS_SIDE, detection_stats, estimate_jpeg_quality, image_features
+    from clearmark.drift.features import estimate_jpeg_quality, image_features
+    from clearmark.removal.detection import DetectionOptions, detect_images
 
-    bucket = store.settings.lake_bucket
+    options = DetectionOptions.for_detector(detector, settings)
     records: list[dict[str, float | str]] = []
-    for row in tqdm(rows.itertuples(index=False), total=len(rows), desc="drift reference", unit="img"):
-        with Image.open(io.BytesIO(store.get_bytes(bucket, f"{prefix}/{row.watermarked_key}"))) as image:
-            jpeg_quality = estimate_jpeg_quality(image)
-            rgb = np.asarray(image.convert("RGB"))
-        # Coverage is a share of pixels, so predicting on a copy of at most ANALYSIS_SIDE keeps it and saves time.
-        small = rgb
-        if max(rgb.shape[:2]) > ANALYSIS_SIDE:
-            factor = ANALYSIS_SIDE / max(rgb.shape[:2])
-            small = cv2.resize(rgb, (round(rgb.shape[1] * factor), round(rgb.shape[0] * factor)), interpolation=cv2.INTER_AREA)
-        coverage, confidence = detection_stats(detector.predict_proba(small[None])[0], detector.config.threshold)
-        records.append({"id": str(row.id), **image_features(rgb, jpeg_quality=jpeg_quality, mask_coverage=coverage, confidence=confidence)})
+    with tqdm(total=len(rows), desc="drift reference", unit="img") as progress:
+        for start in range(0, len(rows), options.batch_size):
+            chunk = rows.iloc[start : start + options.batch_size]
+            images, qualities = [], []
+            for key in chunk["watermarked_key"]:
+                with Image.open(io.BytesIO(store.get_bytes(settings.lake_bucket, f"{prefix}/{key}"))) as image:
+                    qualities.append(estimate_jpeg_quality(image))
+                    images.append(np.asarray(image.convert("RGB")))
+            for row_id, rgb, quality, found in zip(chunk["id"], images, qualities, detect_images(detector, images, options), strict=True):
+                features = image_features(rgb, jpeg_quality=quality, mask_coverage=found.coverage, confidence=found.confidence)
+                records.append({"id": str(row_id), **features})
+            progress.update(len(chunk))
     return records
 
 
@@ -126,7 +129,7 @@ def ensure_reference(
     manifest = read_manifest(store, dataset, version)
     if manifest.empty:
         raise ReferenceError(f"Curated dataset {dataset}/{version} has no rows; publish a non-empty version first.")
-    records = _reference_rows(store, f"curated/{dataset}/{version}", _sample_rows(manifest, sample_size), detector)
+    records = _reference_rows(settings, store, f"curated/{dataset}/{version}", _sample_rows(manifest, sample_size), detector)
     frame = pd.DataFrame.from_records(records, columns=["id", *FEATURE_COLUMNS])
     buffer = io.BytesIO()
     frame.to_parquet(buffer, index=False)

@@ -1,0 +1,116 @@
+"""Drift reference over a curated version, with a tiny real detector, SeaweedFS and MLflow."""
+
+from __future__ import annotations
+
+import io
+
+import mlflow
+import numpy as np
+import pytest
+from mlflow.tracking import MlflowClient
+from PIL import Image
+
+from clearmark.data.curate import manifest_frame, publish
+from clearmark.drift.features import FEATURE_COLUMNS
+from clearmark.drift.reference import ReferenceError, champion_training_data, ensure_reference, load_reference, reference_key
+from clearmark.model.detector import Detector, DetectorConfig, build_network
+from clearmark.settings import Settings
+from clearmark.storage import ObjectStore
+
+pytestmark = pytest.mark.integration
+
+DATASET, VERSION = "synthetic", "v0123456789ab"
+
+
+class CountingDetector(Detector):
+    """A real (randomly initialised) detector that counts how many images it was asked about."""
+
+    images_seen = 0
+
+    def predict_proba(self, batch: np.ndarray, *, chunk_size: int = 8) -> np.ndarray:
+        self.images_seen += len(batch)
+        return super().predict_proba(batch, chunk_size=chunk_size)
+
+
+def tiny_detector() -> CountingDetector:
+    import torch
+
+    torch.manual_seed(0)
+    config = DetectorConfig(architecture="Unet", encoder="mobilenet_v2", image_size=64)
+    return CountingDetector(build_network(config), config, version="3", device="cpu")
+
+
+def publish_curated_version(store: ObjectStore, count: int) -> None:
+    """A published curated version of ``count`` 64 x 64 watermarked PNGs (train and test splits)."""
+    rng = np.random.default_rng(0)
+    prefix = f"curated/{DATASET}/{VERSION}/"
+    rows = []
+    for index in range(count):
+        buffer = io.BytesIO()
+        Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(buffer, "PNG")
+        key = f"watermarked/img{index:03d}.png"
+        store.put_bytes(store.settings.lake_bucket, prefix + key, buffer.getvalue(), content_type="image/png")
+        rows.append(
+            {
+                "id": f"img{index:03d}", "split": "test" if index % 5 == 0 else "train", "source": "synthetic",
+                "watermarked_key": key, "clean_key": None, "mask_key": f"masks/img{index:03d}.png",
+                "width": 64, "height": 64, "mode": "RGB", "bytes": len(buffer.getvalue()), "sha256": "0" * 64,
+                "clean_sha256": None, "mask_coverage": 0.0,
+            }
+        )  # fmt: skip
+    manifest = io.BytesIO()
+    manifest_frame(rows).to_parquet(manifest, index=False)
+    digest = store.put_bytes(store.settings.lake_bucket, prefix + "manifest.parquet", manifest.getvalue())
+    publish(store, DATASET, VERSION, count, digest)
+
+
+@pytest.mark.slow  # ~50 s on 2 busy cores (torch import and first forward passes)
+def test_reference_is_built_from_training_images_once_and_cached(settings: Settings, store: ObjectStore) -> None:
+    publish_curated_version(store, count=10)
+    detector = tiny_detector()
+
+    key = ensure_reference(settings, store, DATASET, VERSION, detector, sample_size=6)
+
+    assert key == reference_key(DATASET, VERSION, "3") == f"features/{DATASET}/{VERSION}/reference-3.parquet"
+    reference = load_reference(settings, store, key)
+    assert list(reference.columns) == ["id", *FEATURE_COLUMNS]
+    assert len(reference) == 6 and detector.images_seen == 6
+    assert set(reference["id"]).isdisjoint({"img000", "img005"})  # test-split rows are not training data
+    assert (reference["width"] == 64).all() and reference["jpeg_quality"].isna().all()
+    assert reference["confidence"].between(0, 1).all() and reference["mask_coverage"].between(0, 1).all()
+
+    assert ensure_reference(settings, store, DATASET, VERSION, detector, sample_size=6) == key
+    assert detector.images_seen == 6  # the second call read the cache
+
+
+def test_champion_training_data_comes_from_the_champion_run_tags(settings: Settings) -> None:
+    client = MlflowClient(tracking_uri=settings.mlflow_tracking_uri)
+    with pytest.raises(ReferenceError, match="champion"):
+        champion_training_data(settings)
+
+    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+    experiment = mlflow.set_experiment(settings.experiment)
+    run = client.create_run(experiment.experiment_id, tags={"dataset": DATASET, "dataset_version": VERSION})
+    client.set_terminated(run.info.run_id)
+    client.create_registered_model(settings.registered_model)
+    version = client.create_model_version(settings.registered_model, source=f"runs:/{run.info.run_id}/model", run_id=run.info.run_id)
+    client.set_registered_model_alias(settings.registered_model, "champion", version.version)
+
+    assert champion_training_data(settings) == (DATASET, VERSION)
+
+
+def test_untagged_champion_gets_a_clear_error(settings: Settings) -> None:
+    client = MlflowClient(tracking_uri=settings.mlflow_tracking_uri)
+    experiment_id = client.create_experiment(settings.experiment)
+    run = client.create_run(experiment_id)
+    client.create_registered_model(settings.registered_model)
+    version = client.create_model_version(settings.registered_model, source=f"runs:/{run.info.run_id}/model", run_id=run.info.run_id)
+    client.set_registered_model_alias(settings.registered_model, "champion", version.version)
+
+    with pytest.raises(ReferenceError, match="dataset_version"):
+        champion_training_data(settings)
+
+
+def test_missing_reference_gets_a_clear_error(settings: Settings, store: ObjectStore) -> None:
+    with pytest.raises(ReferenceError, match="ensure_reference"):
+        load_reference(settings, store, reference_key(DATASET, VERSION, "9"))
