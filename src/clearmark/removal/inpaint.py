@@ -368,13 +368,13 @@ class DiffusersInpainter:
         from PIL import Image
 
         height, width = jobs[0].height, jobs[0].width
-        # The UNet sees the mask at latent resolution: grow it by one latent cell so thin
-        # strokes survive the downsampling (only pixels inside the true mask are pasted).
+        # The UNet sees the mask downsampled (nearest) to latent cells: widen strokes to one
+        # cell so thin ones are not dropped (only pixels inside the true mask are pasted).
         grow = np.ones((self.pipeline.vae_scale_factor + 1,) * 2, np.uint8)
         images, mask_images = [], []
         for job in jobs:
             window = np.s_[job.top : job.bottom, job.left : job.right]
-            crop = cv2.resize(rgbs[job.index][window], (width, height), interpolation=cv2.INTER_AREA)
+            crop = _resize(rgbs[job.index][window], width, height)
             coverage = cv2.resize(fills[job.index][window].astype(np.float32), (width, height), interpolation=cv2.INTER_AREA)
             images.append(Image.fromarray(crop))
             mask_images.append(Image.fromarray(cv2.dilate((coverage > 0).astype(np.uint8) * 255, grow)))
@@ -406,12 +406,18 @@ def _round_to_multiple(value: float) -> int:
     return max(SIZE_MULTIPLE, round(value / SIZE_MULTIPLE) * SIZE_MULTIPLE)
 
 
-def _paste_inside_mask(result: np.ndarray, painted: np.ndarray, fill: np.ndarray, job: _CropJob) -> None:
-    """Resize the painted crop back to its window and copy only the masked pixels."""
+def _resize(rgb: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Resize an image: area averaging to shrink (no aliasing), bicubic to enlarge."""
     import cv2
 
+    shrinking = width * height < rgb.shape[0] * rgb.shape[1]
+    return cv2.resize(rgb, (width, height), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_CUBIC)
+
+
+def _paste_inside_mask(result: np.ndarray, painted: np.ndarray, fill: np.ndarray, job: _CropJob) -> None:
+    """Resize the painted crop back to its window and copy only the masked pixels."""
     window = (slice(job.top, job.bottom), slice(job.left, job.right))
-    restored = cv2.resize(painted, (job.right - job.left, job.bottom - job.top), interpolation=cv2.INTER_CUBIC)
+    restored = _resize(painted, job.right - job.left, job.bottom - job.top)
     inside = fill[window]
     result[window][inside] = restored[inside]
 
