@@ -110,7 +110,8 @@ def probabilities_to_detection(probabilities: np.ndarray, height: int, width: in
 def _tile_starts(length: int, tile: int) -> list[int]:
     if length <= tile:
         return [0]
-    count = math.ceil((length - TILE_OVERLAP) / (tile - TILE_OVERLAP))
+    overlap = min(TILE_OVERLAP, tile // 4)
+    count = math.ceil((length - overlap) / (tile - overlap))
     step = (length - tile) / (count - 1)
     return [round(i * step) for i in range(count)]
 
