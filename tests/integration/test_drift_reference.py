@@ -12,7 +12,7 @@ from PIL import Image
 
 from clearmark.data.curate import manifest_frame, publish
 from clearmark.drift.features import FEATURE_COLUMNS
-from clearmark.drift.reference import ReferenceError, champion_training_data, ensure_reference, load_reference, reference_key
+from clearmark.drift.reference import DriftReferenceError, champion_training_data, ensure_reference, load_reference, reference_key
 from clearmark.model.detector import Detector, DetectorConfig, build_network
 from clearmark.settings import Settings
 from clearmark.storage import ObjectStore
@@ -85,7 +85,7 @@ def test_reference_is_built_from_training_images_once_and_cached(settings: Setti
 
 def test_champion_training_data_comes_from_the_champion_run_tags(settings: Settings) -> None:
     client = MlflowClient(tracking_uri=settings.mlflow_tracking_uri)
-    with pytest.raises(ReferenceError, match="champion"):
+    with pytest.raises(DriftReferenceError, match="champion"):
         champion_training_data(settings)
 
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
@@ -107,10 +107,10 @@ def test_untagged_champion_gets_a_clear_error(settings: Settings) -> None:
     version = client.create_model_version(settings.registered_model, source=f"runs:/{run.info.run_id}/model", run_id=run.info.run_id)
     client.set_registered_model_alias(settings.registered_model, "champion", version.version)
 
-    with pytest.raises(ReferenceError, match="dataset_version"):
+    with pytest.raises(DriftReferenceError, match="dataset_version"):
         champion_training_data(settings)
 
 
 def test_missing_reference_gets_a_clear_error(settings: Settings, store: ObjectStore) -> None:
-    with pytest.raises(ReferenceError, match="ensure_reference"):
+    with pytest.raises(DriftReferenceError, match="ensure_reference"):
         load_reference(settings, store, reference_key(DATASET, VERSION, "9"))

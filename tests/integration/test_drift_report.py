@@ -5,12 +5,16 @@ from __future__ import annotations
 import io
 import json
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
+from typer.testing import CliRunner
 
 from clearmark.drift.features import FEATURE_COLUMNS
-from clearmark.drift.report import build_drift_report, drift_for_batch
+from clearmark.cli import app
+from clearmark.drift.report import build_drift_report
 from clearmark.settings import Settings
 from clearmark.storage import ObjectStore
 
@@ -58,14 +62,42 @@ def test_shifted_batch_drifts_more_than_a_batch_like_the_reference(settings: Set
     assert list(stored.columns) == FEATURE_COLUMNS and len(stored) == 120
 
 
-def test_tiny_batch_with_constant_and_empty_columns_gives_a_report(settings: Settings, store: ObjectStore, tmp_path) -> None:
-    batch = feature_frame(1, seed=4)
-    batch_path = tmp_path / "features.parquet"
-    batch.to_parquet(batch_path)
+@pytest.mark.slow  # one Evidently report: ~20 s on idle 2 cores, 85 s measured under shared load
+def test_cli_reports_a_one_image_batch_read_from_s3(settings: Settings, store: ObjectStore, tmp_path: Path) -> None:
+    buffer = io.BytesIO()
+    feature_frame(1, seed=4).to_parquet(buffer)  # one image: constant and empty columns everywhere
+    store.put_bytes(settings.outbox_bucket, "one.tar.features.parquet", buffer.getvalue())
     reference_path = tmp_path / "reference.parquet"
     feature_frame(50, seed=5).to_parquet(reference_path)
 
-    summary = drift_for_batch(settings, store, str(batch_path), "one.tar", report_date="2026-01-03", reference=str(reference_path))
+    result = CliRunner().invoke(
+        app,
+        ["drift", "--features", f"s3://{settings.outbox_bucket}/one.tar.features.parquet", "--archive", "one.tar",
+         "--date", "2026-01-03", "--reference", str(reference_path)],
+    )  # fmt: skip
 
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
     assert summary["n_current"] == 1 and 0.0 <= summary["drift_share"] <= 1.0
     assert store.exists(settings.reports_bucket, "drift/2026-01-03/one.tar/report.html")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--features", "s3://{outbox}/missing.parquet", "--archive", "a.zip"], "No object at"),
+        (["--features", "{bad}", "--archive", "a.zip"], "lack columns"),
+        (["--features", "{bad}", "--archive", "../etc"], "cannot name a drift report"),
+        (["--features", "{bad}", "--archive", "a.zip", "--date", "22/11/2026"], "YYYY-MM-DD"),
+    ],
+)
+def test_cli_bad_input_exits_1_with_advice(settings: Settings, store: ObjectStore, tmp_path: Path, args: list[str], message: str) -> None:
+    bad = tmp_path / "bad.parquet"
+    pd.DataFrame({"brightness": [1.0]}).to_parquet(bad)
+    filled = [a.format(outbox=settings.outbox_bucket, bad=bad) for a in args]
+
+    result = CliRunner().invoke(app, ["drift", *filled, "--reference", str(bad)])
+
+    assert result.exit_code == 1
+    assert message in result.stderr
+    assert not list(store.list(settings.reports_bucket, "drift/"))

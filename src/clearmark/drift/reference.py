@@ -24,7 +24,7 @@ DEFAULT_REFERENCE_SAMPLE = 200
 CHAMPION_ALIAS = "champion"
 
 
-class ReferenceError(RuntimeError):
+class DriftReferenceError(RuntimeError):
     """The drift reference cannot be found or built; the message says what to do."""
 
 
@@ -47,7 +47,7 @@ def champion_training_data(settings: Settings) -> tuple[str, str]:
     try:
         model_version = client.get_model_version_by_alias(name, CHAMPION_ALIAS)
     except Exception as exc:
-        raise ReferenceError(
+        raise DriftReferenceError(
             f"No '{CHAMPION_ALIAS}' version of model {name!r} at {settings.mlflow_tracking_uri}: train and promote "
             "a detector first (`clearmark train`, `clearmark promote`), or pass --reference to compare with a file."
         ) from exc
@@ -55,7 +55,7 @@ def champion_training_data(settings: Settings) -> tuple[str, str]:
     if model_version.run_id:
         tags = {**tags, **client.get_run(model_version.run_id).data.tags}
     if not tags.get("dataset") or not tags.get("dataset_version"):
-        raise ReferenceError(
+        raise DriftReferenceError(
             f"Model {name!r} version {model_version.version} has no 'dataset' / 'dataset_version' tags on its run "
             f"{model_version.run_id}; retrain it with the current trainer, which logs them, or pass --reference."
         )
@@ -128,7 +128,7 @@ def ensure_reference(
         return key
     manifest = read_manifest(store, dataset, version)
     if manifest.empty:
-        raise ReferenceError(f"Curated dataset {dataset}/{version} has no rows; publish a non-empty version first.")
+        raise DriftReferenceError(f"Curated dataset {dataset}/{version} has no rows; publish a non-empty version first.")
     records = _reference_rows(settings, store, f"curated/{dataset}/{version}", _sample_rows(manifest, sample_size), detector)
     frame = pd.DataFrame.from_records(records, columns=["id", *FEATURE_COLUMNS])
     buffer = io.BytesIO()
@@ -144,7 +144,7 @@ def load_reference(settings: Settings, store: ObjectStore, key: str) -> pd.DataF
     import pandas as pd
 
     if not store.exists(settings.lake_bucket, key):
-        raise ReferenceError(f"No drift reference at s3://{settings.lake_bucket}/{key}; build it with ensure_reference first.")
+        raise DriftReferenceError(f"No drift reference at s3://{settings.lake_bucket}/{key}; build it with ensure_reference first.")
     return pd.read_parquet(io.BytesIO(store.get_bytes(settings.lake_bucket, key)))
 
 

@@ -30,10 +30,13 @@ _ARCHIVE_NAME = re.compile(r"^(?!\.\.?$)[^/\\\x00-\x1f]{1,255}$")
 def validate_report_id(report_date: str, archive: str) -> None:
     """Raise ``ValueError`` unless ``report_date`` is YYYY-MM-DD and ``archive`` is one safe path segment."""
     try:
-        date.fromisoformat(report_date)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"Report date {report_date!r} is not a YYYY-MM-DD date.") from exc
-    if len(report_date) != 10 or not _ARCHIVE_NAME.match(archive or ""):
+        # fromisoformat also takes 20261122; the fixed length keeps keys in one form.
+        valid_date = len(report_date) == 10 and bool(date.fromisoformat(report_date))
+    except (TypeError, ValueError):
+        valid_date = False
+    if not valid_date:
+        raise ValueError(f"Report date {report_date!r} is not a YYYY-MM-DD date.")
+    if not _ARCHIVE_NAME.match(archive or ""):
         raise ValueError(
             f"Archive name {archive!r} cannot name a drift report: use the archive's file name "
             "(no '/', '\\', control characters, '.' or '..')."
