@@ -80,12 +80,16 @@ class Settings(BaseSettings):
     max_reject_ratio: float = Field(default=0.2, ge=0.0, le=1.0)
     max_image_pixels: int = Field(default=50_000_000, description="Decompression-bomb guard for any decoded image.")
     gx_root: Path = Field(default=REPO_ROOT / "great_expectations")
+    quality_file: Path = Field(default=REPO_ROOT / "config" / "quality.yaml", description="Thresholds of the GX gate on curated manifests.")
 
     # --- training --------------------------------------------------------------------
     gate_file: Path = Field(default=REPO_ROOT / "config" / "gate.yaml")
     train_runner: Literal["local", "docker"] = "local"
     trainer_image: str = "clearmark-trainer:latest"
-    docker_url: str = "unix://var/run/docker.sock"
+    docker_url: str = Field(default="unix://var/run/docker.sock", description="Docker engine (or socket proxy) DockerOperator talks to.")
+    docker_network: str | None = Field(default=None, description="Network the trainer container joins (compose: clearmark).")
+    trainer_cache_volume: str = Field(default="clearmark-trainer-cache", description="Named volume for the trainer's caches.")
+    trainer_gpus: int = Field(default=-1, description="GPUs requested by the trainer container (-1 = all).")
     baseline_dir: Path = Field(default=REPO_ROOT / "models" / "baseline")
 
     # --- removal and drift -----------------------------------------------------------
@@ -93,16 +97,7 @@ class Settings(BaseSettings):
     diffusers_model_dir: Path | None = None
     inbox_concurrency: int = Field(default=2, ge=1)
     drift_share_threshold: float = Field(default=0.5, ge=0.0, le=1.0)
-    # Caps that stop hostile archives before extraction (clearmark.removal.archive).
-    removal_max_total_bytes: int = Field(default=20 * 1024**3, ge=1, description="Largest uncompressed size of one archive.")
-    removal_max_members: int = Field(default=100_000, ge=1, description="Most members in one archive.")
-    removal_max_ratio: float = Field(default=200.0, gt=1.0, description="Zip-bomb guard: largest compression ratio of a member over 1 MiB.")
-    # Detection (clearmark.removal.detection); None = the detector's own threshold / training size.
-    removal_threshold: float | None = Field(default=None, gt=0.0, lt=1.0)
-    removal_dilate_px: int = Field(default=3, ge=0, description="Mask dilation radius in pixels before inpainting.")
-    removal_detect_side: int | None = Field(default=None, ge=32, description="Long side images are resized to for detection.")
-    removal_tile_above: int = Field(default=4096, ge=64, description="Images with a longer side are detected in full-resolution tiles.")
-    removal_batch_size: int = Field(default=8, ge=1)
+    drift_webhook_url: str | None = Field(default=None, description="Optional Slack-compatible webhook for drift alerts.")
     # Caps that stop hostile archives before extraction (clearmark.removal.archive).
     removal_max_total_bytes: int = Field(default=20 * 1024**3, ge=1, description="Largest uncompressed size of one archive.")
     removal_max_members: int = Field(default=100_000, ge=1, description="Most members in one archive.")

@@ -1,0 +1,36 @@
+# The two commands a new user needs (see README.md):
+#   make demo   install everything, start the embedded stack, run the main job
+#   make test   run the test suite (starts its own SeaweedFS and MLflow on free ports)
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: install demo test up down status bench
+
+install: $(VENV)/.installed
+
+# Re-installs when the dependency set changes; the constraints pin the whole tested set.
+$(VENV)/.installed: pyproject.toml constraints.txt
+	@command -v $(PYTHON) >/dev/null || { echo "Python 3.11 is required (set PYTHON=/path/to/python3.11)"; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[platform,test]'
+	touch $@
+
+demo: install
+	$(BIN)/clearmark demo
+
+test: install
+	$(BIN)/python -m pytest
+
+up: install
+	$(BIN)/clearmark stack up
+
+down:
+	$(BIN)/clearmark stack down
+
+status:
+	$(BIN)/clearmark stack status
+
+bench: install
+	$(BIN)/clearmark bench

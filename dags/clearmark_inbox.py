@@ -1,0 +1,95 @@
+"""
+### clearmark inbox -> outbox
+
+Drop `photos.zip` (or `.tar`, `.tar.gz`, `.tgz`, or a folder `photos/` completed by a
+`photos/_READY` object) into the **inbox** bucket. Within minutes the **outbox** holds
+`photos.zip` cleaned (same format, same folder structure), `photos.zip.report.json` and
+`.report.csv` (what happened to every file); the original moves to `inbox/processed/`
+(or `inbox/failed/` with an error report).
+
+`wait_for_archives` is a deferrable sensor: waiting holds no worker slot. Each archive is
+one mapped task group: `process` (detect with the MLflow `champion`, inpaint, write the
+outbox; records the model version used) -> `drift_report` (Evidently, against the
+champion's training data; open it from the task's **Drift report** link or the
+**Drift reports** menu) -> `drift_exceeds` -> `notify_drift` (a warning, never a failure).
+Run the same without Airflow: `clearmark remove photos.zip cleaned.zip`.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pendulum
+from airflow.providers.amazon.aws.sensors.s3 import S3KeySensor
+from airflow.sdk import dag, task, task_group
+
+from clearmark.orchestration import DEFAULT_ARGS, S3_CONN_ID, DriftNotifier, task_settings
+from clearmark.settings import get_settings
+
+# Archives at the inbox root, or a folder completed by its _READY marker (not processed/ or failed/).
+READY_ITEM = r"^([^/]+\.(zip|tar|tgz|tar\.gz)|[^/]+/_READY)$"
+
+
+@dag(
+    dag_id="clearmark_inbox",
+    schedule=timedelta(minutes=5),
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    default_args=DEFAULT_ARGS,
+    tags=["clearmark", "removal", "drift"],
+    doc_md=__doc__,
+)
+def clearmark_inbox() -> None:
+    wait = S3KeySensor(
+        task_id="wait_for_archives",
+        bucket_name=get_settings().inbox_bucket,
+        bucket_key=READY_ITEM,
+        use_regex=True,
+        aws_conn_id=S3_CONN_ID,
+        deferrable=True,
+        poke_interval=15,
+        timeout=270,
+        soft_fail=True,  # nothing arrived this interval: the run is skipped, not failed
+        retries=0,
+    )
+
+    @task
+    def list_archives() -> list[str]:
+        from clearmark.removal.inbox import find_new_archives
+
+        return find_new_archives(task_settings())
+
+    @task_group
+    def handle_archive(key: str) -> None:
+        @task(max_active_tis_per_dagrun=get_settings().inbox_concurrency, retries=1)
+        def process(key: str) -> dict:
+            from clearmark.removal.inbox import process_inbox_item
+
+            return process_inbox_item(task_settings(), key)
+
+        @task
+        def drift_report(result: dict) -> dict:
+            from clearmark.drift.report import drift_report_for_batch
+
+            return drift_report_for_batch(task_settings(), result)
+
+        @task.short_circuit(ignore_downstream_trigger_rules=False)
+        def drift_exceeds(summary: dict) -> bool:
+            return bool(summary.get("alert"))
+
+        @task
+        def notify_drift(summary: dict) -> None:
+            from clearmark.drift.report import drift_alert_message
+
+            DriftNotifier(drift_alert_message(summary)).notify({})
+
+        summary = drift_report(process(key))
+        drift_exceeds(summary) >> notify_drift(summary)
+
+    keys = list_archives()
+    wait >> keys
+    handle_archive.expand(key=keys)
+
+
+clearmark_inbox()

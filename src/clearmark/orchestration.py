@@ -1,0 +1,146 @@
+"""What the DAG files share: default arguments, Assets, and settings for tasks.
+
+Import-light on purpose (stdlib, pydantic settings and ``airflow.sdk`` only): DAG files
+import this at module level, and their parse cost must stay near ``import airflow.sdk``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from datetime import timedelta
+from typing import Any
+
+from airflow.sdk import Asset, BaseNotifier
+
+from clearmark.settings import Settings, get_settings, load_settings
+
+log = logging.getLogger(__name__)
+
+S3_CONN_ID = "clearmark_s3"
+KAGGLE_CONN_ID = "kaggle_default"
+
+DEFAULT_ARGS: dict[str, Any] = {
+    "owner": "clearmark",
+    "retries": 2,
+    "retry_delay": timedelta(seconds=30),
+    "retry_exponential_backoff": True,
+    "max_retry_delay": timedelta(minutes=10),
+}
+
+
+def curated_asset(dataset: str | None = None) -> Asset:
+    """The Asset a published curated dataset updates (training is scheduled on it)."""
+    settings = get_settings()
+    name = dataset or settings.dataset
+    return Asset(name=f"clearmark_curated_{name}", uri=f"s3://{settings.lake_bucket}/curated/{name}")
+
+
+def task_settings() -> Settings:
+    """Settings for a running task: the environment first, the Airflow connection second.
+
+    In the embedded stack and in docker-compose the S3 credentials are environment
+    variables; where only the Airflow connection ``clearmark_s3`` holds them (e.g. a
+    secrets backend), they are taken from there.
+    """
+    settings = load_settings()
+    if settings.s3_access_key_id and settings.s3_secret_access_key:
+        return settings
+    from airflow.sdk import BaseHook
+
+    conn = BaseHook.get_connection(S3_CONN_ID)
+    extra = conn.extra_dejson
+    overrides: dict[str, Any] = {"s3_access_key_id": conn.login, "s3_secret_access_key": conn.password}
+    if extra.get("endpoint_url"):
+        overrides["s3_endpoint_url"] = extra["endpoint_url"]
+    return load_settings(**overrides)
+
+
+def export_kaggle_credentials() -> None:
+    """Map the Airflow connection ``kaggle_default`` to kagglehub's variables if they are unset."""
+    if os.environ.get("KAGGLE_USERNAME") or os.environ.get("KAGGLE_API_TOKEN"):
+        return
+    from airflow.exceptions import AirflowNotFoundException
+    from airflow.sdk import BaseHook
+
+    try:
+        conn = BaseHook.get_connection(KAGGLE_CONN_ID)
+    except AirflowNotFoundException:
+        return  # the extract step explains what to set if a Kaggle source needs it
+    os.environ["KAGGLE_USERNAME"] = conn.login or ""
+    os.environ["KAGGLE_KEY"] = conn.password or ""
+
+
+class DriftNotifier(BaseNotifier):
+    """Warns when an archive's drift share exceeds the threshold.
+
+    Writes a WARNING to the task log (visible in the UI); set
+    ``CLEARMARK_DRIFT_WEBHOOK_URL`` to also POST the message (Slack-compatible JSON).
+    """
+
+    template_fields = ("message",)
+
+    def __init__(self, message: str) -> None:
+        super().__init__()
+        self.message = message
+
+    def notify(self, context: dict[str, Any]) -> None:
+        log.warning(self.message)
+        webhook = task_settings().drift_webhook_url
+        if webhook:
+            import json
+            import urllib.request
+
+            request = urllib.request.Request(
+                webhook, data=json.dumps({"text": self.message}).encode(), headers={"Content-Type": "application/json"}
+            )
+            urllib.request.urlopen(request, timeout=10).close()
+
+
+def trainer_environment() -> dict[str, str]:
+    """Variables the trainer needs, wherever it runs; credentials come from the Airflow connection."""
+    settings = get_settings()
+    env = {
+        "CLEARMARK_S3_ENDPOINT_URL": settings.s3_endpoint_url or "",
+        "CLEARMARK_S3_REGION": settings.s3_region,
+        "CLEARMARK_MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri,
+        "CLEARMARK_LAKE_BUCKET": settings.lake_bucket,
+        "CLEARMARK_REGISTERED_MODEL": settings.registered_model,
+        "CLEARMARK_EXPERIMENT": settings.experiment,
+        # Rendered at run time from the connection; Airflow masks the password in logs and the UI.
+        "AWS_ACCESS_KEY_ID": "{{ conn.%s.login }}" % S3_CONN_ID,
+        "AWS_SECRET_ACCESS_KEY": "{{ conn.%s.password }}" % S3_CONN_ID,
+    }
+    return env
+
+
+def train_operator(task_id: str, arguments: list[str]):  # noqa: ANN201 - an Airflow operator
+    """The training step: a GPU container (DockerOperator) or a local process, by ``CLEARMARK_TRAIN_RUNNER``.
+
+    Both run the same ``clearmark train`` command; its last stdout line (a JSON summary)
+    becomes the task's XCom either way.
+    """
+    settings = get_settings()
+    if settings.train_runner == "docker":
+        from airflow.providers.docker.operators.docker import DockerOperator
+        from docker.types import DeviceRequest, Mount
+
+        return DockerOperator(
+            task_id=task_id,
+            image=settings.trainer_image,
+            command=["train", *arguments],
+            docker_url=settings.docker_url,
+            network_mode=settings.docker_network,
+            environment=trainer_environment(),
+            device_requests=[DeviceRequest(count=settings.trainer_gpus, capabilities=[["gpu"]])],
+            mounts=[Mount(source=settings.trainer_cache_volume, target="/home/clearmark/.cache", type="volume")],
+            mount_tmp_dir=False,
+            auto_remove="success",
+            shm_size=2 * 1024**3,  # DataLoader workers share batches through /dev/shm
+            do_xcom_push=True,
+        )
+    import shlex
+
+    from airflow.providers.standard.operators.bash import BashOperator
+
+    return BashOperator(task_id=task_id, bash_command=shlex.join(["clearmark", "train", *arguments]), do_xcom_push=True)
