@@ -3,6 +3,7 @@ diffusers path on a tiny randomly initialised pipeline loaded from a local folde
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
@@ -48,11 +49,15 @@ def add_text_watermark(clean: np.ndarray, text: str = "SAMPLE") -> tuple[np.ndar
 
 
 @pytest.fixture(scope="module")
-def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     import torch
 
-    torch.set_num_threads(2)
-    return save_tiny_inpaint_pipeline(tmp_path_factory.mktemp("tiny-sd-inpaint"))
+    # One thread: on a shared 2-core machine, OpenMP threads waiting on each other make
+    # the tiny model's many small ops tens of times slower.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield save_tiny_inpaint_pipeline(tmp_path_factory.mktemp("tiny-sd-inpaint"))
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture
