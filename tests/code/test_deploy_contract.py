@@ -112,13 +112,34 @@ def test_compose_config_is_valid_with_env_example() -> None:
     assert result.returncode == 0, result.stderr
 
 
-@pytest.mark.parametrize("variable", ["AWS_SECRET_ACCESS_KEY", "POSTGRES_PASSWORD", "AIRFLOW_JWT_SECRET", "MLFLOW_DB_PASSWORD"])
+@pytest.mark.parametrize(
+    "variable", ["AWS_SECRET_ACCESS_KEY", "POSTGRES_PASSWORD", "AIRFLOW_JWT_SECRET", "MLFLOW_DB_PASSWORD", "CLEARMARK_S3_ENDPOINT_URL"]
+)
 def test_missing_secret_stops_compose_naming_it(tmp_path: Path, variable: str) -> None:
     env_file = tmp_path / ".env"
     env_file.write_text("".join(line + "\n" for line in ENV_EXAMPLE.read_text().splitlines() if not line.startswith(f"{variable}=")))
     result = run_compose("config", "--quiet", env_file=env_file)
     assert result.returncode != 0
     assert f"set {variable} in .env" in result.stderr
+
+
+def test_aws_s3_instead_of_seaweedfs_is_configuration_only(tmp_path: Path) -> None:
+    endpoint = "https://s3.eu-west-1.amazonaws.com"
+    replaced = {"COMPOSE_PROFILES": "", "CLEARMARK_S3_ENDPOINT_URL": endpoint, "AWS_DEFAULT_REGION": "eu-west-1"}
+    lines = [
+        f"{line.split('=', 1)[0]}={replaced[line.split('=', 1)[0]]}" if line.split("=", 1)[0] in replaced else line
+        for line in ENV_EXAMPLE.read_text().splitlines()
+    ]
+    env_file = tmp_path / ".env"
+    env_file.write_text("\n".join(lines) + "\n")
+    result = run_compose("config", "--format", "json", env_file=env_file)
+    assert result.returncode == 0, result.stderr
+    services = json.loads(result.stdout)["services"]
+    assert "seaweedfs" not in services
+    assert services["mlflow"]["environment"]["MLFLOW_S3_ENDPOINT_URL"] == endpoint
+    s3_connection = json.loads(services["airflow-scheduler"]["environment"]["AIRFLOW_CONN_CLEARMARK_S3"])
+    assert s3_connection["extra"] == {"endpoint_url": endpoint, "region_name": "eu-west-1"}
+    assert services["trainer"]["environment"]["CLEARMARK_S3_ENDPOINT_URL"] == endpoint
 
 
 def test_every_clearmark_variable_is_a_setting() -> None:
