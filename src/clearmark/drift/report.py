@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -214,3 +215,76 @@ def drift_for_batch(
     batch = read_features(settings, store, features)
     baseline = read_features(settings, store, reference) if reference else load_reference(settings, store, champion_reference(settings, store))
     return build_drift_report(settings, store, batch, baseline, archive, report_date)
+
+
+def drift_report_for_batch(settings: Settings, result: dict[str, Any]) -> dict[str, Any]:
+    """Drift report for one processed inbox item (the dict ``process_inbox_item`` returns).
+
+    Items that failed, or that held no image, have nothing to compare: the summary then
+    says why (``skipped``) and raises no alert.  The report is dated by the day the item
+    was processed, so a retry overwrites the same report.
+    """
+    import io
+
+    import pandas as pd
+
+    from clearmark.storage import ObjectStore
+
+    archive = str(result.get("name") or result.get("key", "")).rstrip("/")
+    features_key = result.get("features_key")
+    skipped = {"archive": archive, "alert": False, "skipped": True, "model_version": result.get("model_version")}
+    if result.get("status") == "failed" or not features_key:
+        return {**skipped, "reason": f"no features to compare: item status {result.get('status')!r}, {result.get('reason', '')}".rstrip(", ")}
+    store = ObjectStore(settings)
+    bucket = result.get("outbox_bucket") or settings.outbox_bucket
+    batch = pd.read_parquet(io.BytesIO(store.get_bytes(bucket, features_key)))
+    if batch.empty:
+        return {**skipped, "reason": "the item held no image, so there are no features to compare"}
+    report_date = str(result.get("finished_at") or datetime.now(UTC).isoformat())[:10]
+    summary = drift_for_batch(settings, store, f"s3://{bucket}/{features_key}", archive, report_date=report_date)
+    return {**summary, "skipped": False, "model_version": result.get("model_version")}
+
+
+def list_reports(store: ObjectStore, *, limit: int = 500) -> list[dict[str, Any]]:
+    """Summaries of the newest ``limit`` drift reports (newest date first, then archive name).
+
+    Reads only the small ``summary.json`` objects; one that cannot be read is listed
+    with an ``error`` instead of hiding the others.
+    """
+    bucket = store.settings.reports_bucket
+    keys = [info.key for info in store.list(bucket, f"{DRIFT_PREFIX}/") if _is_summary_key(info.key)]
+    keys.sort(key=lambda key: key.split("/")[2])
+    keys.sort(key=lambda key: key.split("/")[1], reverse=True)  # stable: archives stay in name order per day
+    reports = []
+    for key in keys[:limit]:
+        _, report_date, archive, _ = key.split("/")
+        try:
+            summary = json.loads(store.get_bytes(bucket, key))
+        except (ValueError, UnicodeDecodeError) as exc:
+            summary = {"error": f"unreadable summary.json: {exc}"}
+        reports.append({**summary, "archive": archive, "date": report_date})
+    return reports
+
+
+def _is_summary_key(key: str) -> bool:
+    parts = key.split("/")
+    if len(parts) != 4 or parts[3] != SUMMARY_FILE:
+        return False
+    try:
+        validate_report_id(parts[1], parts[2])
+    except ValueError:
+        return False
+    return True
+
+
+def open_report_html(store: ObjectStore, report_date: str, archive: str) -> Iterator[bytes] | None:
+    """The stored ``report.html`` of one report as a stream of chunks, or ``None`` if absent.
+
+    Raises ``ValueError`` for an id that cannot name a report (e.g. path traversal).
+    """
+    key = report_prefix(report_date, archive) + "report.html"
+    bucket = store.settings.reports_bucket
+    if not store.exists(bucket, key):
+        return None
+    body = store.client.get_object(Bucket=bucket, Key=key)["Body"]
+    return body.iter_chunks(chunk_size=256 * 1024)

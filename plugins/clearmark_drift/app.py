@@ -1,0 +1,75 @@
+"""FastAPI app that lists drift reports and serves their HTML from the reports bucket.
+
+Mounted by the Airflow API server under ``/clearmark-drift`` (see
+``clearmark_drift_plugin.py``); it reads ``reports/drift/<date>/<archive>/`` through
+:class:`clearmark.storage.ObjectStore` with the S3 settings of ``clearmark.settings``
+(environment or ``$CLEARMARK_HOME/stack.env``).  Links are relative, so the pages work
+inside the Airflow UI's iframe and behind a proxy with a path prefix.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import HTMLResponse, StreamingResponse
+from fastapi.templating import Jinja2Templates
+
+if TYPE_CHECKING:
+    from clearmark.storage import ObjectStore
+
+TEMPLATES = Jinja2Templates(directory=Path(__file__).parent / "templates")
+URL_PREFIX = "/clearmark-drift"
+
+
+def _default_store() -> ObjectStore:
+    from clearmark.settings import get_settings
+    from clearmark.storage import ObjectStore
+
+    return ObjectStore(get_settings())
+
+
+def report_path(report_date: str, archive: str) -> str:
+    """Path of a report's page below the app's root (archive names are URL-quoted)."""
+    return f"reports/{report_date}/{quote(archive, safe='')}"
+
+
+def create_app(store_factory: Callable[[], ObjectStore] | None = None) -> FastAPI:
+    """The drift report browser; ``store_factory`` defaults to an ObjectStore from clearmark's settings.
+
+    The store is created on the first request, so importing the plugin costs no S3 call.
+    """
+    from clearmark.drift.report import list_reports, open_report_html
+
+    app = FastAPI(title="clearmark drift reports", docs_url=None, redoc_url=None, openapi_url=None)
+    store = cache(store_factory or _default_store)
+
+    def reports(limit: int) -> list[dict[str, Any]]:
+        return [{**r, "href": report_path(r["date"], r["archive"])} for r in list_reports(store(), limit=limit)]
+
+    @app.get("/", response_class=HTMLResponse)
+    def index(request: Request, limit: int = 500) -> HTMLResponse:
+        """Table of reports: archive, date, drift share, alert, link to the HTML report."""
+        return TEMPLATES.TemplateResponse(request, "index.html", {"reports": reports(limit)})
+
+    @app.get("/api/reports")
+    def report_list(limit: int = 500) -> list[dict[str, Any]]:
+        """The same list as JSON (the summaries plus each report's relative ``href``)."""
+        return reports(limit)
+
+    @app.get("/reports/{report_date}/{archive}")
+    def report_html(report_date: str, archive: str) -> StreamingResponse:
+        """The Evidently HTML report, streamed from object storage."""
+        try:
+            chunks = open_report_html(store(), report_date, archive)
+        except ValueError as exc:
+            raise HTTPException(status_code=404, detail=f"No such report: {exc}") from exc
+        if chunks is None:
+            raise HTTPException(status_code=404, detail=f"No drift report for archive {archive!r} on {report_date}.")
+        return StreamingResponse(chunks, media_type="text/html; charset=utf-8")
+
+    return app
