@@ -23,7 +23,7 @@ from clearmark.removal.pipeline import remove_watermarks, sidecar
 from clearmark.settings import Settings
 from tests.support.hostile_archives import clean_rgb, encode, tiny_detector_folder, watermarked_rgb, white_mark_detector
 
-OPTIONS = DetectionOptions(threshold=0.5, dilate_px=3, detect_side=128, batch_size=3)
+OPTIONS = DetectionOptions(threshold=0.5, dilate_px=3, batch_size=3)  # native resolution, the default
 
 
 @pytest.fixture(scope="module")
@@ -152,7 +152,7 @@ def test_rotated_jpeg_is_detected_upright_and_written_in_its_stored_orientation(
 
 
 def test_large_images_are_tiled_at_full_resolution_and_mixed_sizes_share_batches(detector):
-    options = DetectionOptions(threshold=0.5, dilate_px=0, detect_side=64, tile_above=150, batch_size=4)
+    options = DetectionOptions(threshold=0.5, dilate_px=0, detect_side=64, tile_above=150, tile_side=64, batch_size=4)
     images = [watermarked_rgb(300, 220, 1), watermarked_rgb(64, 64, 2), clean_rgb(64, 64, 3), watermarked_rgb(90, 120, 4)]
     detections = detect_images(detector, images, options)
     for rgb, detection in zip(images, detections, strict=True):
@@ -168,6 +168,7 @@ def test_working_shapes_and_tiles():
     assert working_shape(512, 512, 256) == (256, 256)
     assert working_shape(100, 1000, 512) == (64, 512)  # never below 32, multiples of 32
     assert working_shape(40, 40, 256) == (32, 32)  # small images are not enlarged beyond rounding
+    assert working_shape(500, 700, None) == (512, 704)  # native resolution, rounded to multiples of 32
     covered = np.zeros((300, 220), bool)
     for top, left in tiles(300, 220, 64):
         covered[top : top + 64, left : left + 64] = True

@@ -1,11 +1,13 @@
 """Batched watermark detection at full resolution.
 
-An image whose long side is at most ``tile_above`` is resized so that its long side is
-``detect_side`` (sides rounded to multiples of 32, never enlarged), the detector runs
-on a batch of images that share that working shape, and the probabilities are
+The detector is trained on native-resolution crops, so by default an image whose long
+side is at most ``tile_above`` is seen at its own resolution, its sides rounded to
+multiples of 32 (a rescale of at most 16 pixels, well inside the training's scale
+augmentation); with ``detect_side`` set, images are instead downscaled so that their
+long side is at most ``detect_side`` (faster, for detectors trained on resized images).
+Images that share a working shape share detector batches, and the probabilities are
 upsampled back to the full image.  Larger images are cut into overlapping
-``detect_side`` tiles at full resolution, so thin marks on huge photos are not lost to
-downscaling.  Probabilities above the threshold form the mask, which is dilated by
+``tile_side`` tiles at full resolution, so thin marks on huge photos are not lost.  Probabilities above the threshold form the mask, which is dilated by
 ``dilate_px`` so the inpainter also covers the mark's soft edge.
 """
 
@@ -32,8 +34,9 @@ class DetectionOptions:
 
     threshold: float = 0.5
     dilate_px: int = 3
-    detect_side: int = 256
-    tile_above: int = 4096
+    detect_side: int | None = None  # None: native resolution
+    tile_above: int = 2048
+    tile_side: int = 1024
     batch_size: int = 8
     # Masks smaller than this share of the image are speckle, not a watermark.
     min_coverage: float = 1e-4
@@ -41,12 +44,12 @@ class DetectionOptions:
     @classmethod
     def for_detector(cls, detector: Detector, settings: Settings, *, threshold: float | None = None, batch_size: int | None = None) -> DetectionOptions:
         """Options from the detector's config, overridden by settings and then by arguments."""
-        side = settings.removal_detect_side or detector.config.image_size
         return cls(
             threshold=threshold or settings.removal_threshold or detector.config.threshold,
             dilate_px=settings.removal_dilate_px,
-            detect_side=max(MULTIPLE, side - side % MULTIPLE),
+            detect_side=settings.removal_detect_side,
             tile_above=settings.removal_tile_above,
+            tile_side=min(settings.removal_tile_above, 1024),
             batch_size=batch_size or settings.removal_batch_size,
         )
 
@@ -64,9 +67,9 @@ class Detection:
         return self.coverage > 0
 
 
-def working_shape(height: int, width: int, side: int) -> tuple[int, int]:
-    """Detector input shape: long side at most ``side``, both sides multiples of 32."""
-    scale = min(1.0, side / max(height, width))
+def working_shape(height: int, width: int, side: int | None) -> tuple[int, int]:
+    """Detector input shape: long side at most ``side`` (``None``: as is), both sides multiples of 32."""
+    scale = 1.0 if side is None else min(1.0, side / max(height, width))
 
     def fit(length: int) -> int:
         return max(MULTIPLE, round(length * scale / MULTIPLE) * MULTIPLE)
@@ -128,7 +131,7 @@ def detect_tiled(detector: Detector, rgb: np.ndarray, options: DetectionOptions)
     import numpy as np
 
     height, width = rgb.shape[:2]
-    tile = options.detect_side
+    tile = options.tile_side
     total = np.zeros((height, width), np.float32)
     weight = np.zeros((height, width), np.float32)
     corners = list(tiles(height, width, tile))
