@@ -112,6 +112,8 @@ def test_registered_inpainter_is_built_with_settings_and_options(tmp_path: Path,
     assert result[1, 2].tolist() == [7, 7, 7] and result[0, 0].tolist() == [200, 200, 200]
     with pytest.raises(ValueError, match="already registered"):
         register_inpainter("flat")(build_flat)
+    with pytest.raises(ValueError, match="one mask per image"):
+        inpaint_images(flat, [rgb, rgb], [mask])
 
 
 # --- OpenCV quality and input checks ---------------------------------------------------
@@ -228,6 +230,8 @@ def test_diffusers_crop_covers_the_mask_at_pipeline_resolution(tiny_settings: Se
     assert job.bottom - job.top == job.right - job.left  # square context where the photo allows
     assert job.height % 8 == 0 and job.width % 8 == 0
     assert max(job.height, job.width) == TINY_RESOLUTION
+    smaller = get_inpainter("diffusers", tiny_settings, num_inference_steps=1, resolution=40)._crop_job(0, fill)
+    assert (smaller.height, smaller.width) == (40, 40)
 
 
 def test_diffusers_without_a_configured_model_says_what_to_set(tmp_path: Path) -> None:

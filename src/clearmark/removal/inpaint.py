@@ -309,13 +309,12 @@ class DiffusersInpainter:
     seed: int = 0
     context: float = 0.5  # margin around the mask box, as a fraction of its long side
     min_context: int = 32  # pixels of margin at least, so small marks still see surroundings
-    resolution: int | None = None  # None: the pipeline's native size (unet sample size x VAE factor)
+    resolution: int | None = None  # None: the pipeline's native size (512 for SD 1.5/2 inpainting)
     batch_size: int = 4
     _resolution: int = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        native = int(self.pipeline.unet.config.sample_size) * int(self.pipeline.vae_scale_factor)
-        self._resolution = _round_to_multiple(self.resolution or native)
+        self._resolution = _round_to_multiple(self.resolution or _native_resolution(self.pipeline))
         if self.num_inference_steps < 1 or self.batch_size < 1:
             raise ValueError("num_inference_steps and batch_size must be at least 1.")
 
@@ -392,6 +391,14 @@ class DiffusersInpainter:
                 output_type="np",
             ).images
         return [np.clip(np.rint(image * 255), 0, 255).astype(np.uint8) for image in output]
+
+
+def _native_resolution(pipeline: Any) -> int:
+    """Side the pipeline was trained at: denoiser sample size (UNet for SD/SDXL, transformer
+    for SD3/Flux) times the VAE's downsampling factor."""
+    unet = getattr(pipeline, "unet", None)
+    sample_size = unet.config.sample_size if unet is not None else pipeline.default_sample_size
+    return int(sample_size) * int(pipeline.vae_scale_factor)
 
 
 def _window(centre: float, side: int, limit: int) -> tuple[int, int]:
