@@ -416,9 +416,11 @@ def _round_to_multiple(value: float) -> int:
 def _resize(rgb: np.ndarray, width: int, height: int) -> np.ndarray:
     """Resize an image: area averaging to shrink (no aliasing), bicubic to enlarge."""
     import cv2
+    import numpy as np
 
     shrinking = width * height < rgb.shape[0] * rgb.shape[1]
-    return cv2.resize(rgb, (width, height), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_CUBIC)
+    interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_CUBIC
+    return cv2.resize(np.ascontiguousarray(rgb), (width, height), interpolation=interpolation)
 
 
 def _paste_inside_mask(result: np.ndarray, painted: np.ndarray, fill: np.ndarray, job: _CropJob) -> None:
