@@ -39,35 +39,35 @@ CURATED = curated_asset()
 )
 def clearmark_etl_nightly() -> None:
     @task
-    def extract(params: dict | None = None) -> dict:
+    def extract(params: dict | None = None, ts: str | None = None) -> dict:
         from clearmark.data.etl import extract_step
 
         export_kaggle_credentials()
-        return extract_step(task_settings(), params["dataset"])
+        return extract_step(task_settings(), params["dataset"], ts=ts)
 
     @task
-    def load_raw(extracted: dict) -> dict:
+    def load_raw(extracted: dict, ts: str | None = None) -> dict:
         from clearmark.data.etl import load_raw_step
 
-        return load_raw_step(task_settings(), extracted["dataset"], extracted)
+        return load_raw_step(task_settings(), extracted["dataset"], extracted, ts=ts)
 
     @task
-    def curate(loaded: dict) -> dict:
+    def curate(loaded: dict, ts: str | None = None) -> dict:
         from clearmark.data.etl import curate_step
 
-        return curate_step(task_settings(), loaded["dataset"])
+        return curate_step(task_settings(), loaded["dataset"], ts=ts)
 
     @task
-    def validate(curated: dict) -> dict:
+    def validate(curated: dict, ts: str | None = None) -> dict:
         from clearmark.data.etl import validate_step
 
-        return validate_step(task_settings(), curated["dataset"], curated["version"])
+        return validate_step(task_settings(), curated["dataset"], curated["version"], ts=ts)
 
     @task(outlets=[CURATED])
-    def publish(validated: dict, outlet_events=None) -> dict:  # noqa: ANN001 - injected by Airflow
+    def publish(validated: dict, ts: str | None = None, outlet_events=None) -> dict:  # noqa: ANN001 - injected by Airflow
         from clearmark.data.etl import publish_step
 
-        published = publish_step(task_settings(), validated["dataset"], validated["version"])
+        published = publish_step(task_settings(), validated["dataset"], validated["version"], ts=ts)
         outlet_events[CURATED].extra = {"dataset": published["dataset"], "version": published["version"]}
         return published
 

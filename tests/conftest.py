@@ -24,7 +24,13 @@ from clearmark.stack.services import ProcessManager, mlflow_spec, seaweedfs_spec
 from clearmark.storage import ObjectStore
 
 # Never let a developer's running stack (or its stack.env) leak into tests.
-os.environ["CLEARMARK_HOME"] = str(Path(os.environ.get("PYTEST_CLEARMARK_HOME", "/tmp")) / f"clearmark-test-{os.getpid()}")
+TEST_HOME = Path(os.environ.get("PYTEST_CLEARMARK_HOME", "/tmp")) / f"clearmark-test-{os.getpid()}"
+os.environ["CLEARMARK_HOME"] = str(TEST_HOME)
+# Airflow reads its configuration on first import: point it at a throw-away SQLite home.
+os.environ["AIRFLOW_HOME"] = str(TEST_HOME / "airflow")
+os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = f"sqlite:///{TEST_HOME / 'airflow' / 'airflow.db'}"
+os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
+os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(Path(__file__).resolve().parents[1] / "dags")
 os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
 os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
 
@@ -45,6 +51,18 @@ def free_port(with_grpc: bool = False) -> int:
         if _port_free(port) and (not with_grpc or _port_free(port + 10000)):
             return port
     raise RuntimeError("no free port pair found")
+
+
+@pytest.fixture(scope="session")
+def airflow_db() -> Path:
+    """A migrated Airflow metadata database (SQLite) for ``dag.test()`` runs."""
+    import subprocess
+    import sys
+
+    (TEST_HOME / "airflow").mkdir(parents=True, exist_ok=True)
+    airflow = Path(sys.executable).parent / "airflow"
+    subprocess.run([str(airflow), "db", "migrate"], check=True, capture_output=True, env=os.environ.copy())
+    return TEST_HOME / "airflow"
 
 
 @pytest.fixture(scope="session")

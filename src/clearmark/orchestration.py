@@ -31,9 +31,11 @@ DEFAULT_ARGS: dict[str, Any] = {
 
 def curated_asset(dataset: str | None = None) -> Asset:
     """The Asset a published curated dataset updates (training is scheduled on it)."""
+    from clearmark.data.etl import asset_uri
+
     settings = get_settings()
     name = dataset or settings.dataset
-    return Asset(name=f"clearmark_curated_{name}", uri=f"s3://{settings.lake_bucket}/curated/{name}")
+    return Asset(name=f"clearmark_curated_{name}", uri=asset_uri(settings, name))
 
 
 def task_settings() -> Settings:
