@@ -171,3 +171,48 @@ def test_failed_validation_publishes_nothing(settings: Settings, store: ObjectSt
         run_etl(configured, "synth-test")
     assert published_versions(store, "synth-test") == []
     assert not store.exists(settings.lake_bucket, "curated/synth-test/LATEST")
+
+
+def test_cli_runs_the_steps_and_explains_failures(
+    settings: Settings, store: ObjectStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from clearmark.cli import app
+    from clearmark.settings import get_settings
+
+    runner = CliRunner()
+    synth = runner.invoke(app, ["synth", "--out", str(tmp_path / "synth"), "--count", "3", "--seed", "1", "--size", "64"])
+    assert synth.exit_code == 0, synth.output
+    assert json.loads(synth.stdout)["count"] == 3
+    assert len(list((tmp_path / "synth" / "masks").glob("*.png"))) == 3
+
+    root = build_pairs_source(tmp_path / "pairs")
+    sources = tmp_path / "sources.yaml"
+    sources.write_text(yaml.safe_dump({"datasets": {"cli-test": {"sources": [{"name": "cli-pairs", "kind": "local", "layout": "pairs", "path": str(root)}]}}}))
+    monkeypatch.setenv("CLEARMARK_SOURCES_FILE", str(sources))
+    monkeypatch.setenv("CLEARMARK_MAX_REJECT_RATIO", "0.5")
+    get_settings.cache_clear()
+
+    loaded = runner.invoke(app, ["etl", "load-raw", "--dataset", "cli-test", "--ts", "2026-11-22T02:00:00+00:00"])
+    assert loaded.exit_code == 0, loaded.output
+    summary = json.loads(loaded.stdout)
+    assert summary["bytes_uploaded"] > 0 and summary["ts"] == "2026-11-22T02:00:00+00:00"
+
+    curated = runner.invoke(app, ["etl", "curate", "--dataset", "cli-test"])
+    assert curated.exit_code == 0, curated.output
+    version = json.loads(curated.stdout)["version"]
+    assert store.exists(settings.lake_bucket, version_prefix("cli-test", version) + "manifest.parquet")
+
+    refused = runner.invoke(app, ["etl", "publish", "--dataset", "cli-test", "--version", version])
+    assert refused.exit_code == 1
+    assert "validation has not been run" in refused.stderr and "clearmark etl validate" in refused.stderr
+    listed = runner.invoke(app, ["datasets"])
+    assert listed.exit_code == 0 and json.loads(listed.stdout) == []
+
+    monkeypatch.setenv("CLEARMARK_MAX_REJECT_RATIO", "0.1")
+    get_settings.cache_clear()
+    too_many = runner.invoke(app, ["etl", "curate", "--dataset", "cli-test"])
+    assert too_many.exit_code == 1 and "CLEARMARK_MAX_REJECT_RATIO" in too_many.stderr
+    unknown = runner.invoke(app, ["etl", "curate", "--dataset", "nope"])
+    assert unknown.exit_code == 1 and "not in the sources file" in unknown.stderr
