@@ -39,7 +39,7 @@ def test_passing_version_publishes_summary_and_data_docs(settings, store, make_m
     index = store.get_bytes(settings.reports_bucket, f"data-docs/qa/{VERSION}/index.html").decode()
     assert "curated_manifest" in index
     # Every page and asset the site needs is there: the validation page and the stylesheet it links.
-    assert any(key.startswith(f"data-docs/qa/{VERSION}/validations/curated_manifest/") and key.endswith(".html") for key in docs)
+    assert any(key.startswith(f"data-docs/qa/{VERSION}/validations/curated_manifest/qa_{VERSION}/") and key.endswith(".html") for key in docs)
     assert f"data-docs/qa/{VERSION}/static/styles/data_docs_default_styles.css" in docs
     assert store.head(settings.reports_bucket, f"data-docs/qa/{VERSION}/index.html")["ContentType"] == "text/html"
 

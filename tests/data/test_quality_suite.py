@@ -193,7 +193,7 @@ def test_incomplete_pairs_fail(context, thresholds, make_manifest) -> None:
 
 def test_detection_only_dataset_needs_no_clean_images(context, make_manifest) -> None:
     manifest = make_manifest(ROWS).assign(clean_key=None, clean_sha256=None)
-    detection = load_thresholds(QUALITY_FILE, "largescale-common-watermark", {"min_rows": 20})
+    detection = load_thresholds(QUALITY_FILE, "common-watermarks", {"min_rows": 20})
     assert detection.detection_only is True
     assert validate_manifest(context, manifest, detection)["success"] is True
 

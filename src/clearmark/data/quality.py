@@ -139,10 +139,21 @@ def gx_context(gx_root: Path) -> Iterator[AbstractDataContext]:
         yield gx.get_context(mode="file", context_root_dir=str(root))
 
 
-def run_checkpoint(context: AbstractDataContext, manifest: pd.DataFrame, parameters: Mapping[str, float]) -> CheckpointResult:
-    """Run the ``curated_manifest`` checkpoint (validation + Data Docs) on a manifest DataFrame."""
+def run_checkpoint(
+    context: AbstractDataContext, manifest: pd.DataFrame, parameters: Mapping[str, float], *, run_name: str | None = None
+) -> CheckpointResult:
+    """Run the ``curated_manifest`` checkpoint (validation + Data Docs) on a manifest DataFrame.
+
+    ``run_name`` names the run in Data Docs (and in the validation page's path).
+    """
+    from great_expectations.core.run_identifier import RunIdentifier
+
     checkpoint = context.checkpoints.get(CHECKPOINT)
-    return checkpoint.run(batch_parameters={"dataframe": manifest}, expectation_parameters=dict(parameters))
+    return checkpoint.run(
+        batch_parameters={"dataframe": manifest},
+        expectation_parameters=dict(parameters),
+        run_id=RunIdentifier(run_name=run_name),
+    )
 
 
 def summarise(result: CheckpointResult) -> dict[str, Any]:
@@ -171,7 +182,7 @@ def summarise(result: CheckpointResult) -> dict[str, Any]:
 
 
 def validate_manifest(
-    context: AbstractDataContext, manifest: pd.DataFrame, thresholds: QualityThresholds
+    context: AbstractDataContext, manifest: pd.DataFrame, thresholds: QualityThresholds, *, run_name: str | None = None
 ) -> dict[str, Any]:
     """Validate ``manifest`` with the context's checkpoint; the summary of :func:`summarise` plus the parameters."""
     import pandas as pd
@@ -181,7 +192,7 @@ def validate_manifest(
             f"The manifest must be a pandas DataFrame (clearmark.data.curate.read_unpublished_manifest), got {type(manifest).__name__}."
         )
     parameters = thresholds.suite_parameters(len(manifest))
-    summary = summarise(run_checkpoint(context, manifest, parameters))
+    summary = summarise(run_checkpoint(context, manifest, parameters, run_name=run_name))
     return summary | {"rows": len(manifest), "parameters": parameters, "detection_only": thresholds.detection_only}
 
 
@@ -228,7 +239,7 @@ def validate_version(
     thresholds = load_thresholds(settings.quality_file, dataset, overrides)
     docs_prefix = f"data-docs/{dataset}/{version}/"
     with gx_context(settings.gx_root) as context:
-        summary = validate_manifest(context, manifest, thresholds)
+        summary = validate_manifest(context, manifest, thresholds, run_name=f"{dataset}_{version}")
         uploaded = upload_folder(store, data_docs_dir(context), settings.reports_bucket, docs_prefix)
     validation_key = version_prefix(dataset, version) + VALIDATION_FILE
     summary = {
