@@ -16,7 +16,7 @@ def preflight(
     require: list[str] = typer.Option(
         [], "--require", help="Another environment variable that must be set (repeatable)."
     ),
-    timeout: float = typer.Option(5.0, help="Seconds to wait for each HTTP answer."),
+    timeout: float = typer.Option(10.0, help="Seconds to wait for each HTTP answer."),
 ) -> None:
     """Check variables, S3 credentials, buckets and MLflow; exit 1 naming what to fix."""
     from pydantic import ValidationError

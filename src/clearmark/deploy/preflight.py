@@ -173,7 +173,7 @@ def _get(url: str, timeout: float) -> tuple[int, bytes]:
         return response.status, response.read()
 
 
-def check_mlflow(settings: Settings, *, timeout: float = 5.0) -> Check:
+def check_mlflow(settings: Settings, *, timeout: float = 10.0) -> Check:
     """The MLflow tracking server answers its health probe and its REST API."""
     uri = settings.mlflow_tracking_uri.rstrip("/")
     variable = describe_variable("mlflow_tracking_uri")
@@ -209,7 +209,7 @@ def run_preflight(
     create_buckets: bool = False,
     include_mlflow_bucket: bool = True,
     mlflow: bool = True,
-    timeout: float = 5.0,
+    timeout: float = 10.0,
 ) -> PreflightReport:
     """Run every check and collect the results (all of them, so one run lists every problem)."""
     from clearmark.storage import ObjectStore

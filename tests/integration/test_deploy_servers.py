@@ -17,7 +17,7 @@ pytestmark = pytest.mark.integration
 
 
 def test_configured_stack_passes(settings: Settings, store: ObjectStore) -> None:
-    report = run_preflight(settings)
+    report = run_preflight(settings, timeout=60)  # generous: the test machine's cores are shared
     assert report.ok, [check.detail for check in report.failures]
     assert [check.name for check in report.checks] == ["variables", "s3", "buckets", "mlflow"]
 
@@ -41,7 +41,7 @@ def test_missing_bucket_is_named_then_created(settings: Settings) -> None:
 )
 def test_wrong_credentials_name_the_variable(settings: Settings, store: ObjectStore, field: str, variable: str) -> None:
     wrong = settings.model_copy(update={field: SecretStr("not-the-right-one")})
-    report = run_preflight(wrong)
+    report = run_preflight(wrong, timeout=60)
     failed = {check.name: check.detail for check in report.failures}
     assert set(failed) == {"s3"}
     assert variable in failed["s3"]
@@ -59,7 +59,7 @@ def test_unreachable_mlflow_names_the_service(settings: Settings, store: ObjectS
 
 
 def test_cli_creates_buckets_and_exits_zero(settings: Settings) -> None:
-    result = CliRunner().invoke(app, ["preflight", "--create-buckets"])
+    result = CliRunner().invoke(app, ["preflight", "--create-buckets", "--timeout", "60"])
     assert result.exit_code == 0, result.output
     assert "preflight passed" in result.output
     assert ObjectStore(settings).client.head_bucket(Bucket=settings.reports_bucket)
@@ -67,6 +67,6 @@ def test_cli_creates_buckets_and_exits_zero(settings: Settings) -> None:
 
 def test_cli_wrong_secret_exits_one(settings: Settings, store: ObjectStore, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong-secret")
-    result = CliRunner().invoke(app, ["preflight"])
+    result = CliRunner().invoke(app, ["preflight", "--timeout", "60"])
     assert result.exit_code == 1
     assert "[FAIL] s3" in result.output and "AWS_SECRET_ACCESS_KEY" in result.output
