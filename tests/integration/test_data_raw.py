@@ -84,3 +84,30 @@ def test_empty_or_missing_folder_is_refused(store: ObjectStore, tmp_path: Path) 
         load_raw(store, "demo", tmp_path / "nope", progress=False)
     with pytest.raises(RawLoadError, match="storage prefix"):
         load_raw(store, "../evil", tmp_path, progress=False)
+
+
+def test_crash_mid_upload_keeps_the_old_index_and_the_next_run_finishes(
+    store: ObjectStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _write_source(tmp_path)
+    load_raw(store, "demo", tmp_path, progress=False)
+    before = read_raw_index(store, "demo")
+    (tmp_path / "clean/a.png").write_bytes(b"edited")
+    (tmp_path / "clean/new.png").write_bytes(b"added")
+
+    real_put_file = store.put_file
+
+    def failing_put_file(bucket: str, key: str, path: Path, **kwargs: object) -> str:
+        if key.endswith("new.png"):
+            raise ConnectionError("network dropped")  # a crash half-way through the uploads
+        return real_put_file(bucket, key, path, **kwargs)
+
+    monkeypatch.setattr(store, "put_file", failing_put_file)
+    with pytest.raises(ConnectionError):
+        load_raw(store, "demo", tmp_path, progress=False)
+    assert read_raw_index(store, "demo") == before  # the index is written only after every upload
+
+    monkeypatch.setattr(store, "put_file", real_put_file)
+    resumed = load_raw(store, "demo", tmp_path, progress=False)
+    assert resumed.uploaded == 2  # the edited file again (the old index does not know it) and the new one
+    assert read_raw_index(store, "demo")["clean/new.png"]["size"] == len(b"added")

@@ -325,12 +325,6 @@ def curate(settings: Settings, store: ObjectStore, dataset: str, sources: list[S
         rows += source_rows
         rejects += source_rejects
 
-    duplicates = _duplicate_ids(rows)
-    if duplicates:
-        raise CurationError(
-            f"Pair ids {sorted(duplicates)[:5]} occur in more than one source of dataset {dataset!r}; "
-            "give the sources distinct file names or split them into separate datasets."
-        )
     rejects_df = pd.DataFrame(rejects, columns=REJECT_COLUMNS).sort_values(["source", "path"], ignore_index=True)
     store.put_bytes(bucket, prefix + REJECTS, _parquet(rejects_df))
     result = CurateResult(
@@ -410,14 +404,6 @@ def materialise_raw(store: ObjectStore, source_name: str, index: RawIndex, *, pr
     with ThreadPoolExecutor(max_workers=TRANSFER_WORKERS) as pool:
         list(tqdm(pool.map(fetch, index.items()), total=len(index), desc=f"fetch raw {source_name}", disable=not progress))
     return view
-
-
-def _duplicate_ids(rows: list[dict[str, Any]]) -> set[str]:
-    seen: set[str] = set()
-    duplicates: set[str] = set()
-    for row in rows:
-        (duplicates if row["id"] in seen else seen).add(row["id"])
-    return duplicates
 
 
 def _existing_result(store: ObjectStore, dataset: str, version: str) -> CurateResult | None:
