@@ -97,11 +97,15 @@ def environment_keys(service: dict[str, Any]) -> set[str]:
     return set(env) if isinstance(env, dict) else {item.split("=", 1)[0] for item in env}
 
 
+def dockerfile_lines(path: Path) -> list[str]:
+    """Instructions of a Dockerfile, continuation lines joined."""
+    return re.sub(r"\\\n", " ", path.read_text()).splitlines()
+
+
 def dockerfile_env_keys(path: Path) -> set[str]:
-    """Names set by ENV instructions (continuation lines joined)."""
-    text = re.sub(r"\\\n", " ", path.read_text())
+    """Names set by ENV instructions."""
     keys: set[str] = set()
-    for line in text.splitlines():
+    for line in dockerfile_lines(path):
         if line.strip().startswith("ENV "):
             keys |= set(re.findall(r"([A-Za-z_][A-Za-z0-9_]*)=", line))
     return keys
@@ -278,3 +282,39 @@ def test_trainer_image_is_non_root_with_clearmark_entrypoint_and_cache_volume() 
     for image in DOCKERFILES:
         content = image.read_text()
         assert not re.search(r"(PASSWORD|SECRET|ACCESS_KEY)\S*=", content), f"{image.name} bakes in a secret"
+
+
+
+def context_copies(path: Path) -> list[tuple[str, str]]:
+    """(source in the build context, absolute path in the image) of each COPY not from a stage."""
+    copies: list[tuple[str, str]] = []
+    workdir = "/"
+    for line in dockerfile_lines(path):
+        words = line.split()
+        if words[:1] == ["WORKDIR"]:
+            workdir = words[1]
+        elif words[:1] == ["COPY"] and not any(word.startswith("--from") for word in words):
+            *sources, destination = [word for word in words[1:] if not word.startswith("--")]
+            if not destination.startswith("/"):
+                destination = f"{workdir.rstrip('/')}/{destination.removeprefix('./')}"
+            for source in sources:
+                # Several sources, or a destination ending in "/", land inside the destination folder.
+                inside = len(sources) > 1 or destination.endswith("/")
+                copies.append((source, destination.rstrip("/") + (f"/{Path(source).name}" if inside else "")))
+    return copies
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda path: path.name)
+def test_images_copy_what_exists_and_settings_point_into_it(dockerfile: Path) -> None:
+    ignored = {line.strip() for line in (REPO_ROOT / ".dockerignore").read_text().splitlines() if line and not line.startswith("#")}
+    copies = context_copies(dockerfile)
+    assert copies
+    for source, _target in copies:
+        assert (REPO_ROOT / source).exists(), f"{dockerfile.name} copies {source}, which the repository lacks"
+        assert source.split("/")[0] not in ignored, f".dockerignore hides {source} from {dockerfile.name}"
+    for name, value in re.findall(r"(CLEARMARK_[A-Z_]+)=(/opt/clearmark/\S+)", dockerfile.read_text()):
+        matches = [(target, source) for source, target in copies if value == target or value.startswith(f"{target}/")]
+        assert matches, f"{name}={value} points at nothing {dockerfile.name} copies"
+        target, source = max(matches, key=lambda match: len(match[0]))
+        in_repo = REPO_ROOT / source / value.removeprefix(target).lstrip("/")
+        assert in_repo.exists(), f"{name}={value}: {in_repo.relative_to(REPO_ROOT)} is missing from the repository"
