@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import mlflow
 import numpy as np
+import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
 from clearmark.data.curate import manifest_frame, publish
 from clearmark.drift.features import FEATURE_COLUMNS
+from clearmark.drift.features import image_features
 from clearmark.drift.reference import DriftReferenceError, champion_training_data, ensure_reference, load_reference, reference_key
-from clearmark.model.detector import Detector, DetectorConfig, build_network
+from clearmark.drift.report import drift_report_for_batch
+from clearmark.model.detector import Detector, DetectorConfig, build_network, save_detector
+from clearmark.model.registry import log_detector_model, mlflow_client, use_tracking_server
 from clearmark.settings import Settings
 from clearmark.storage import ObjectStore
 
@@ -114,3 +119,48 @@ def test_untagged_champion_gets_a_clear_error(settings: Settings) -> None:
 def test_missing_reference_gets_a_clear_error(settings: Settings, store: ObjectStore) -> None:
     with pytest.raises(DriftReferenceError, match="ensure_reference"):
         load_reference(settings, store, reference_key(DATASET, VERSION, "9"))
+
+
+@pytest.mark.slow  # logs a detector to MLflow, builds the reference and an Evidently report: ~1-2 min
+def test_processed_inbox_item_is_compared_with_the_champion_reference(settings: Settings, store: ObjectStore, tmp_path: Path) -> None:
+    publish_curated_version(store, count=8)
+    detector = tiny_detector()
+    use_tracking_server(settings)
+    mlflow.set_experiment(settings.experiment)
+    with mlflow.start_run(tags={"dataset": DATASET, "dataset_version": VERSION}):
+        model_uri = log_detector_model(save_detector(detector.network, detector.config, tmp_path / "detector"))
+    version = mlflow.register_model(model_uri, settings.registered_model).version
+    mlflow_client(settings).set_registered_model_alias(settings.registered_model, "champion", version)
+
+    rng = np.random.default_rng(1)
+    batch = pd.DataFrame(
+        [image_features(rng.integers(0, 256, (48, 80, 3), dtype=np.uint8), jpeg_quality=85, mask_coverage=0.1, confidence=0.8) for _ in range(3)]
+    )
+    buffer = io.BytesIO()
+    batch.to_parquet(buffer, index=False)
+    store.put_bytes(settings.outbox_bucket, "photos.zip.features.parquet", buffer.getvalue())
+    result = {
+        "name": "photos.zip", "status": "cleaned", "features_key": "photos.zip.features.parquet",
+        "outbox_bucket": settings.outbox_bucket, "model_version": version, "finished_at": "2026-11-22T10:00:00+00:00",
+    }  # fmt: skip
+
+    summary = drift_report_for_batch(settings, result)
+
+    assert (summary["archive"], summary["date"], summary["skipped"]) == ("photos.zip", "2026-11-22", False)
+    assert (summary["n_current"], summary["n_reference"]) == (3, 6)  # 6 of the 8 curated images are training data
+    assert "jpeg_quality" in summary["skipped_columns"]  # curated images are PNGs
+    assert "width" in summary["drifted_columns"]  # 80 px wide batch vs 64 px training images
+    assert store.exists(settings.lake_bucket, reference_key(DATASET, VERSION, str(version)))
+    assert store.exists(settings.reports_bucket, "drift/2026-11-22/photos.zip/report.html")
+
+
+def test_failed_or_imageless_items_are_skipped_without_alert(settings: Settings, store: ObjectStore) -> None:
+    failed = drift_report_for_batch(settings, {"name": "bomb.zip", "status": "failed", "reason": "zip bomb"})
+    assert failed["skipped"] is True and failed["alert"] is False and "zip bomb" in failed["reason"]
+
+    buffer = io.BytesIO()
+    pd.DataFrame(columns=FEATURE_COLUMNS).to_parquet(buffer, index=False)
+    store.put_bytes(settings.outbox_bucket, "docs.zip.features.parquet", buffer.getvalue())
+    empty = drift_report_for_batch(settings, {"name": "docs.zip", "status": "cleaned", "features_key": "docs.zip.features.parquet"})
+    assert empty["skipped"] is True and "no image" in empty["reason"]
+    assert not list(store.list(settings.reports_bucket, "drift/"))

@@ -40,9 +40,9 @@ def champion_training_data(settings: Settings) -> tuple[str, str]:
     version that carries the ``champion`` alias (the model version's own tags are
     used when the run lacks them).
     """
-    from mlflow.tracking import MlflowClient
+    from clearmark.model.registry import mlflow_client
 
-    client = MlflowClient(tracking_uri=settings.mlflow_tracking_uri)
+    client = mlflow_client(settings)
     name = settings.registered_model
     try:
         model_version = client.get_model_version_by_alias(name, CHAMPION_ALIAS)
