@@ -9,6 +9,7 @@ import urllib.request
 from typing import Any
 
 TERMINAL_STATES = {"success", "failed"}
+ATTEMPTS = 5  # a loaded machine can stall the API server for a while: retry before giving up
 
 
 class AirflowError(RuntimeError):
@@ -30,14 +31,18 @@ class AirflowClient:
             headers["Authorization"] = f"Bearer {self.token()}"
         data = json.dumps(body).encode() if body is not None else None
         request = urllib.request.Request(f"{self.base_url}{path}", data=data, method=method, headers=headers)
-        try:
-            with urllib.request.urlopen(request, timeout=30) as response:
-                payload = response.read()
-        except urllib.error.HTTPError as exc:
-            raise AirflowError(f"{method} {path} -> HTTP {exc.code}: {exc.read().decode(errors='replace')[:500]}") from exc
-        except OSError as exc:
-            raise AirflowError(f"Airflow is unreachable at {self.base_url} ({exc}); is the stack up? `clearmark stack status`") from exc
-        return json.loads(payload) if payload else None
+        unreachable: OSError | None = None
+        for attempt in range(1, ATTEMPTS + 1):
+            try:
+                with urllib.request.urlopen(request, timeout=60) as response:
+                    payload = response.read()
+                return json.loads(payload) if payload else None
+            except urllib.error.HTTPError as exc:
+                raise AirflowError(f"{method} {path} -> HTTP {exc.code}: {exc.read().decode(errors='replace')[:500]}") from exc
+            except OSError as exc:
+                unreachable = exc
+                time.sleep(5 * attempt)
+        raise AirflowError(f"Airflow is unreachable at {self.base_url} ({unreachable}); is the stack up? `clearmark stack status`")
 
     def token(self) -> str:
         if self._token is None:
@@ -68,7 +73,8 @@ class AirflowClient:
         return run["dag_run_id"]
 
     def latest_run(self, dag_id: str) -> dict[str, Any] | None:
-        runs = self._request("GET", f"/api/v2/dags/{dag_id}/dagRuns?order_by=-run_after&limit=1").get("dag_runs", [])
+        """The most recently created run of ``dag_id`` (whatever its logical date)."""
+        runs = self._request("GET", f"/api/v2/dags/{dag_id}/dagRuns?order_by=-id&limit=1").get("dag_runs", [])
         return runs[0] if runs else None
 
     def wait_for_run(self, dag_id: str, run_id: str, timeout: float, echo=print) -> dict[str, Any]:  # noqa: ANN001

@@ -35,15 +35,17 @@ def build_sample_archive(settings: Settings, path: Path, count: int = 12) -> Pat
     return path
 
 
-def wait_for_train_run(client: AirflowClient, after: datetime, timeout: float, echo: Callable[[str], None]) -> dict:
-    """The training run the curated-dataset Asset event created after ``after``."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        run = client.latest_run("clearmark_train")
-        if run and datetime.fromisoformat(run["run_after"]) >= after:
-            return client.wait_for_run("clearmark_train", run["dag_run_id"], max(deadline - time.monotonic(), 1), echo)
+def new_run_id(client: AirflowClient, dag_id: str, after: datetime, wait: float) -> str | None:
+    """The id of a run of ``dag_id`` created after ``after``, waiting up to ``wait`` seconds."""
+    deadline = time.monotonic() + wait
+    while True:
+        run = client.latest_run(dag_id)
+        # queued_at, not the logical date: a scheduled run's logical date lies in the past.
+        if run and run.get("queued_at") and datetime.fromisoformat(run["queued_at"]) >= after:
+            return run["dag_run_id"]
+        if time.monotonic() >= deadline:
+            return None
         time.sleep(5)
-    raise AirflowError("clearmark_train was not scheduled by the curated dataset Asset; check the DAG is unpaused")
 
 
 def wait_for_outbox(settings: Settings, key: str, timeout: float, echo: Callable[[str], None]) -> None:
@@ -70,17 +72,21 @@ def run_demo(home: Path, *, timeout: float, echo: Callable[[str], None] = print)
         raise AirflowError(f"Airflow wrote no admin password to {settings.home / 'airflow' / 'passwords.json'}")
     base = f"http://{settings.bind_host}:{settings.airflow_port}"
     client = AirflowClient(base, "admin", password)
+    started = datetime.now(timezone.utc)
     for dag_id in DAGS:
         client.wait_for_dag(dag_id)
-        client.unpause(dag_id)
+        client.unpause(dag_id)  # from now on the nightly, Asset and inbox schedules run by themselves
 
     echo("1/3 nightly ETL: synthetic source -> raw -> curated version -> Great Expectations -> publish")
-    started = datetime.now(timezone.utc)
-    etl_run = client.trigger("clearmark_etl_nightly")
+    # Unpausing a DAG whose catchup is off schedules its latest interval at once; trigger only if it did not.
+    etl_run = new_run_id(client, "clearmark_etl_nightly", started, wait=60) or client.trigger("clearmark_etl_nightly")
     client.wait_for_run("clearmark_etl_nightly", etl_run, timeout, echo)
 
     echo("2/3 training, scheduled by the curated dataset Asset, then the quality gate")
-    wait_for_train_run(client, started, timeout, echo)
+    train_run = new_run_id(client, "clearmark_train", started, wait=300)
+    if train_run is None:
+        raise AirflowError("clearmark_train was not scheduled by the curated dataset Asset; is the DAG unpaused?")
+    client.wait_for_run("clearmark_train", train_run, timeout, echo)
 
     echo("3/3 a sample archive dropped into the inbox")
     from clearmark.storage import ObjectStore

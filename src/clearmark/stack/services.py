@@ -107,7 +107,12 @@ def mlflow_spec(settings: Settings) -> ServiceSpec:
         "--host", host, "--port", str(settings.mlflow_port),
         "--workers", "1",
     ]  # fmt: skip
-    env = {**s3_credentials_env(settings), "MLFLOW_S3_ENDPOINT_URL": settings.s3_endpoint_url or ""}
+    env = {
+        **s3_credentials_env(settings),
+        "MLFLOW_S3_ENDPOINT_URL": settings.s3_endpoint_url or "",
+        # The GenAI job runners (7 huey consumers, ~1.6 GB) serve nothing clearmark uses.
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+    }
     url = f"http://{host}:{settings.mlflow_port}"
     return ServiceSpec(
         name="mlflow", command=command, env=env, health_url=f"{url}/health", url=url, login="no login (loopback only)", startup_timeout=180
