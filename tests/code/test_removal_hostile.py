@@ -126,3 +126,15 @@ def test_symlinks_in_an_input_folder_are_not_followed(tmp_path, detector, inpain
     assert rows["link.jpg"].status == "error" and "symbolic link" in rows["link.jpg"].error
     assert not (tmp_path / "out" / "link.jpg").exists()
     assert (tmp_path / "out" / "ok.jpg").is_file()
+
+
+def test_image_file_too_large_for_the_pixel_cap_is_not_read_into_memory_but_copied(tmp_path, detector, inpainter):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    data = watermarked_jpeg(64, 64)
+    (folder / "big.jpg").write_bytes(data)
+    result = remove_watermarks(folder, tmp_path / "out", detector=detector, inpainter=inpainter, options=OPTIONS,
+                               limits=Limits(max_image_pixels=len(data) // 16), progress=False)  # fmt: skip
+    row = result.report.rows[0]
+    assert row.status == "error" and "above the pixel limit" in row.error and row.copied
+    assert (tmp_path / "out" / "big.jpg").read_bytes() == data

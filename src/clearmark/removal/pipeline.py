@@ -47,6 +47,7 @@ _DONE = object()  # end-of-stream marker passed down the queues
 _POLL_S = 0.1  # how often blocked threads look at the stop flag
 _BATCH_WAIT_S = 0.05  # how long the detector waits for a batch to fill before running it
 _SPOOL_BYTES = 8 * 1024 * 1024  # non-image members above this go to a temporary file
+_MAX_BYTES_PER_PIXEL = 8  # uncompressed 16-bit RGBA: no image file within the pixel cap is larger
 
 
 def sidecar(output: Path, suffix: str) -> Path:
@@ -161,9 +162,14 @@ def _read(run: _Run, reader: ArchiveReader, decode_q: queue.Queue[Any], write_q:
             run.put(write_q, item)
             continue
         started = time.perf_counter()
+        is_image = is_image_name(member.path)
+        if is_image and member.size > run.limits.max_image_pixels * _MAX_BYTES_PER_PIXEL:
+            # Larger than any image within the pixel cap could be: not read into memory, copied through.
+            is_image = False
+            item.row.status, item.row.error = "error", f"image file of {member.size} bytes is above the pixel limit; copied unchanged"
         try:
             with member.open() as stream:
-                if is_image_name(member.path):
+                if is_image:
                     item.data = stream.read()
                 else:
                     item.spool = tempfile.SpooledTemporaryFile(_SPOOL_BYTES, dir=run.spool_dir)
