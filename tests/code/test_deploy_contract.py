@@ -318,3 +318,27 @@ def test_images_copy_what_exists_and_settings_point_into_it(dockerfile: Path) ->
         target, source = max(matches, key=lambda match: len(match[0]))
         in_repo = REPO_ROOT / source / value.removeprefix(target).lstrip("/")
         assert in_repo.exists(), f"{name}={value}: {in_repo.relative_to(REPO_ROOT)} is missing from the repository"
+
+
+def preflight_arguments(service: dict[str, Any]) -> list[str] | None:
+    """Arguments of the `clearmark preflight` a service runs, or None if it runs none."""
+    words = [*(service.get("entrypoint") or []), *(service.get("command") or [])]
+    text = " ".join(words)
+    if "preflight" not in text:
+        return None
+    return text.split("preflight", 1)[1].split("\n", 1)[0].split()
+
+
+def test_preflight_runs_only_where_what_it_checks_is_up() -> None:
+    services = resolved_config()["services"]
+    runners = {name: preflight_arguments(service) for name, service in services.items()}
+    runners = {name: args for name, args in runners.items() if args is not None}
+    assert set(runners) == {"s3-init", "trainer", "airflow-init"}
+    for name, args in runners.items():
+        service = services[name]
+        waits_for = set(service.get("depends_on") or {})
+        if "--skip-mlflow" not in args:
+            assert "mlflow" in waits_for, f"{name} checks MLflow before it is up"
+        if service["environment"].get("CLEARMARK_TRAIN_RUNNER") == "docker" and "--skip-docker" not in args:
+            assert "docker-api" in service["networks"], f"{name} checks Docker but cannot reach the proxy"
+            assert "docker-proxy" in waits_for, f"{name} checks Docker before the proxy is up"

@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from clearmark.cli import app
-from clearmark.deploy.preflight import check_mlflow, check_variables, describe_variable, known_variables
+from clearmark.deploy.preflight import check_docker, check_mlflow, check_variables, describe_variable, known_variables
 from clearmark.settings import Settings
 
 CREDENTIAL_VARIABLES = (
@@ -148,3 +148,24 @@ def test_cli_fails_naming_missing_variables_and_services(clean_env: Path) -> Non
     assert "[FAIL] variables" in result.output and "AWS_ACCESS_KEY_ID" in result.output
     assert "[FAIL] s3: No S3 credentials" in result.output
     assert "[FAIL] mlflow" in result.output and "mlflow service" in result.output
+
+
+def test_unreachable_docker_engine_names_variable_and_service() -> None:
+    url = f"tcp://127.0.0.1:{closed_port()}"
+    check = check_docker(Settings(_env_file=None, docker_url=url), timeout=2)
+    assert not check.ok
+    assert "CLEARMARK_DOCKER_URL" in check.detail and url in check.detail
+    assert "docker-proxy" in check.detail
+
+
+def test_docker_is_checked_only_for_the_docker_runner(clean_env: Path) -> None:
+    env = {
+        "CLEARMARK_S3_ENDPOINT_URL": "http://127.0.0.1:8333",
+        "CLEARMARK_MLFLOW_TRACKING_URI": "file:///tmp/mlruns",
+        "CLEARMARK_DOCKER_URL": f"tcp://127.0.0.1:{closed_port()}",
+    }
+    local = CliRunner().invoke(app, ["preflight"], env={**env, "CLEARMARK_TRAIN_RUNNER": "local"})
+    assert "docker:" not in local.output
+    docker = CliRunner().invoke(app, ["preflight", "--timeout", "2"], env={**env, "CLEARMARK_TRAIN_RUNNER": "docker"})
+    assert docker.exit_code == 1
+    assert "[FAIL] docker" in docker.output and "CLEARMARK_DOCKER_URL" in docker.output

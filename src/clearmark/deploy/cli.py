@@ -8,6 +8,9 @@ import typer
 def preflight(
     create_buckets: bool = typer.Option(False, "--create-buckets", help="Create the configured buckets that are missing."),
     skip_mlflow: bool = typer.Option(False, "--skip-mlflow", help="Do not contact the MLflow server (e.g. before it starts)."),
+    skip_docker: bool = typer.Option(
+        False, "--skip-docker", help="Do not contact the Docker engine of the trainer (CLEARMARK_TRAIN_RUNNER=docker)."
+    ),
     mlflow_bucket: bool = typer.Option(
         True,
         "--mlflow-bucket/--no-mlflow-bucket",
@@ -18,7 +21,7 @@ def preflight(
     ),
     timeout: float = typer.Option(10.0, help="Seconds to wait for each HTTP answer."),
 ) -> None:
-    """Check variables, S3 credentials, buckets and MLflow; exit 1 naming what to fix."""
+    """Check variables, S3 credentials, buckets, MLflow and the trainer's Docker engine; exit 1 naming what to fix."""
     from pydantic import ValidationError
 
     from clearmark.deploy.preflight import describe_variable, run_preflight
@@ -39,6 +42,7 @@ def preflight(
         create_buckets=create_buckets,
         include_mlflow_bucket=mlflow_bucket,
         mlflow=not skip_mlflow,
+        docker=not skip_docker,
         timeout=timeout,
     )
     for check in report.checks:

@@ -201,6 +201,34 @@ def check_mlflow(settings: Settings, *, timeout: float = 10.0) -> Check:
     return Check("mlflow", True, f"MLflow at {uri} is up")
 
 
+def check_docker(settings: Settings, *, timeout: float = 10.0) -> Check:
+    """The Docker engine DockerOperator uses answers and holds the trainer image."""
+    url = settings.docker_url
+    try:
+        import docker
+        from docker.errors import DockerException, ImageNotFound
+    except ImportError:
+        return Check("docker", False, "The docker package is missing here: install apache-airflow-providers-docker.")
+    try:
+        client = docker.APIClient(base_url=url, version="auto", timeout=timeout)
+        client.inspect_image(settings.trainer_image)
+    except ImageNotFound:
+        return Check(
+            "docker",
+            False,
+            f"The Docker engine at {url} has no image {settings.trainer_image} (CLEARMARK_TRAINER_IMAGE): build it with "
+            "`docker compose build trainer`, or push it to a registry the engine can pull from and name it there.",
+        )
+    except (DockerException, OSError) as exc:
+        return Check(
+            "docker",
+            False,
+            f"The Docker engine at {url} is unreachable ({exc}). Check CLEARMARK_DOCKER_URL and the docker-proxy "
+            "service (`docker compose ps docker-proxy`), or set CLEARMARK_TRAIN_RUNNER=local to train without containers.",
+        )
+    return Check("docker", True, f"Docker engine at {url} has {settings.trainer_image}")
+
+
 def run_preflight(
     settings: Settings,
     *,
@@ -209,9 +237,13 @@ def run_preflight(
     create_buckets: bool = False,
     include_mlflow_bucket: bool = True,
     mlflow: bool = True,
+    docker: bool = True,
     timeout: float = 10.0,
 ) -> PreflightReport:
-    """Run every check and collect the results (all of them, so one run lists every problem)."""
+    """Run every check and collect the results (all of them, so one run lists every problem).
+
+    The Docker check runs where training runs in containers (``CLEARMARK_TRAIN_RUNNER=docker``).
+    """
     from clearmark.storage import ObjectStore
 
     report = PreflightReport([check_variables(settings, required_fields, extra_variables)])
@@ -223,4 +255,6 @@ def run_preflight(
         report.checks.append(check_buckets(store, bucket_fields, create=create_buckets))
     if mlflow:
         report.checks.append(check_mlflow(settings, timeout=timeout))
+    if docker and settings.train_runner == "docker":
+        report.checks.append(check_docker(settings, timeout=timeout))
     return report
