@@ -1,7 +1,7 @@
 """Airflow 3 plugin: clearmark's drift report browser and the task's "Drift report" link.
 
 * ``fastapi_apps``: the report browser (``clearmark_drift/app.py``) mounted at
-  ``/clearmark-drift`` in the Airflow API server.
+  ``/clearmark-drift`` in the Airflow API server, open to users logged in to Airflow.
 * ``external_views``: a "Drift reports" entry in the navigation (Browse menu) that
   shows the browser inside the Airflow UI.
 * ``operator_extra_links``: "Drift report" on the inbox DAG's ``drift_report`` task
@@ -23,7 +23,7 @@ class ClearmarkDriftPlugin(AirflowPlugin):
     """Drift report browser and task link."""
 
     name = "clearmark_drift"
-    fastapi_apps = [{"app": create_app(), "url_prefix": URL_PREFIX, "name": "Drift reports"}]
+    fastapi_apps = [{"app": create_app(require_login=True), "url_prefix": URL_PREFIX, "name": "Drift reports"}]
     external_views = [
         {
             "name": "Drift reports",

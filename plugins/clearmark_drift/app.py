@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, StreamingResponse
 from fastapi.templating import Jinja2Templates
 
@@ -38,14 +38,34 @@ def report_path(report_date: str, archive: str) -> str:
     return f"reports/{report_date}/{quote(archive, safe='')}"
 
 
-def create_app(store_factory: Callable[[], ObjectStore] | None = None) -> FastAPI:
+async def require_airflow_login(request: Request) -> None:
+    """Let through only users logged in to Airflow: its UI cookie or an API bearer token.
+
+    Airflow does not protect plugin apps itself.  Raises 401/403 like Airflow's own API.
+    """
+    from airflow.api_fastapi.auth.managers.base_auth_manager import COOKIE_NAME_JWT_TOKEN
+    from airflow.api_fastapi.core_api.security import resolve_user_from_token
+
+    scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
+    token = credentials if scheme.lower() == "bearer" else request.cookies.get(COOKIE_NAME_JWT_TOKEN)
+    await resolve_user_from_token(token)
+
+
+def create_app(store_factory: Callable[[], ObjectStore] | None = None, *, require_login: bool = False) -> FastAPI:
     """The drift report browser; ``store_factory`` defaults to an ObjectStore from clearmark's settings.
 
-    The store is created on the first request, so importing the plugin costs no S3 call.
+    ``require_login`` (the plugin sets it) admits only users logged in to Airflow.  The
+    store is created on the first request, so importing the plugin costs no S3 call.
     """
     from clearmark.drift.report import list_reports, open_report_html
 
-    app = FastAPI(title="clearmark drift reports", docs_url=None, redoc_url=None, openapi_url=None)
+    app = FastAPI(
+        title="clearmark drift reports",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+        dependencies=[Depends(require_airflow_login)] if require_login else [],
+    )
     store = cache(store_factory or _default_store)
 
     def reports(limit: int) -> list[dict[str, Any]]:

@@ -77,3 +77,20 @@ def test_path_traversal_in_the_report_id_is_rejected(client: TestClient, path: s
 def test_empty_bucket_shows_how_to_get_a_report(settings: Settings, store: ObjectStore) -> None:
     page = TestClient(create_app()).get("/")
     assert page.status_code == 200 and "No drift report yet" in page.text
+
+
+@pytest.mark.slow  # Airflow db migrate + auth manager start: ~1.5 min on busy cores
+def test_plugin_app_admits_only_airflow_users(airflow_db: object, settings: Settings, store: ObjectStore) -> None:
+    from airflow.api_fastapi.app import create_auth_manager
+    from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
+
+    upload_report(store, "2026-11-22", "a.zip", 0.2, False)
+    auth_manager = create_auth_manager()
+    auth_manager.init()
+    token = auth_manager.generate_jwt(SimpleAuthManagerUser(username="viewer", role="viewer"))
+    guarded = TestClient(create_app(require_login=True))
+
+    assert guarded.get("/api/reports").status_code == 401
+    assert guarded.get("/reports/2026-11-22/a.zip", headers={"Authorization": "Bearer not-a-token"}).status_code == 403
+    assert guarded.get("/reports/2026-11-22/a.zip", cookies={"_token": token}).content == HTML
+    assert guarded.get("/api/reports", headers={"Authorization": f"Bearer {token}"}).json()[0]["archive"] == "a.zip"
