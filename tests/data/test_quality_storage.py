@@ -42,6 +42,9 @@ def test_passing_version_publishes_summary_and_data_docs(settings, store, make_m
     assert any(key.startswith(f"data-docs/qa/{VERSION}/validations/curated_manifest/qa_{VERSION}/") and key.endswith(".html") for key in docs)
     assert f"data-docs/qa/{VERSION}/static/styles/data_docs_default_styles.css" in docs
     assert store.head(settings.reports_bucket, f"data-docs/qa/{VERSION}/index.html")["ContentType"] == "text/html"
+    # The suite page shows the thresholds this run used (Data Docs render parameters by name only).
+    suite_page = store.get_bytes(settings.reports_bucket, f"data-docs/qa/{VERSION}/expectations/curated_manifest.html").decode()
+    assert "<code>min_rows</code> = 20" in suite_page
 
     assert gx_folder_status() == before
 

@@ -192,8 +192,20 @@ def validate_manifest(
             f"The manifest must be a pandas DataFrame (clearmark.data.curate.read_unpublished_manifest), got {type(manifest).__name__}."
         )
     parameters = thresholds.suite_parameters(len(manifest))
+    show_parameters_in_data_docs(context, parameters)
     summary = summarise(run_checkpoint(context, manifest, parameters, run_name=run_name))
     return summary | {"rows": len(manifest), "parameters": parameters, "detection_only": thresholds.detection_only}
+
+
+def show_parameters_in_data_docs(context: AbstractDataContext, parameters: Mapping[str, float]) -> None:
+    """Write this run's suite parameters into the suite's notes (the suite page of Data Docs shows them).
+
+    Data Docs render ``{"$PARAMETER": ...}`` by name only; the context is a throwaway copy.
+    """
+    suite = context.suites.get(SUITE)
+    items = "\n".join(f"- `{name}` = {value:g}" for name, value in parameters.items())
+    suite.notes = f"Thresholds of this run (from config/quality.yaml):\n\n{items}"
+    suite.save()
 
 
 def data_docs_dir(context: AbstractDataContext) -> Path:
