@@ -227,6 +227,11 @@ def test_unknown_threshold_is_refused() -> None:
         load_thresholds(QUALITY_FILE, "qa", {"min_row": 5})
 
 
+def test_inverted_range_is_refused() -> None:
+    with pytest.raises(QualityConfigError, match="min_side"):
+        load_thresholds(QUALITY_FILE, "qa", {"min_side": 4096, "max_side": 1024})
+
+
 def test_missing_thresholds_file_says_what_to_set(tmp_path: Path) -> None:
     with pytest.raises(QualityConfigError, match="CLEARMARK_QUALITY_FILE"):
         load_thresholds(tmp_path / "nope.yaml", "qa")

@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from clearmark.data.splits import PROPORTIONS
 
@@ -67,6 +67,16 @@ class QualityThresholds(BaseModel):
     split_tolerance: float = Field(ge=0.0, le=1.0)
     split_sigmas: float = Field(ge=0.0)
     detection_only: bool = False
+
+    @model_validator(mode="after")
+    def _ranges_are_ordered(self) -> QualityThresholds:
+        if self.min_side > self.max_side:
+            raise ValueError(f"min_side ({self.min_side}) is above max_side ({self.max_side})")
+        if self.min_mean_mask_coverage > self.max_mean_mask_coverage:
+            raise ValueError(
+                f"min_mean_mask_coverage ({self.min_mean_mask_coverage}) is above max_mean_mask_coverage ({self.max_mean_mask_coverage})"
+            )
+        return self
 
     def suite_parameters(self, rows: int) -> dict[str, float]:
         """The suite's ``$PARAMETER`` values for a manifest of ``rows`` rows."""
