@@ -97,6 +97,7 @@ class Settings(BaseSettings):
     diffusers_model_dir: Path | None = None
     inbox_concurrency: int = Field(default=2, ge=1)
     drift_share_threshold: float = Field(default=0.5, ge=0.0, le=1.0)
+    drift_reference_sample: int = Field(default=200, ge=1, description="Training images sampled for the drift reference.")
     drift_webhook_url: str | None = Field(default=None, description="Optional Slack-compatible webhook for drift alerts.")
     # Caps that stop hostile archives before extraction (clearmark.removal.archive).
     removal_max_total_bytes: int = Field(default=20 * 1024**3, ge=1, description="Largest uncompressed size of one archive.")

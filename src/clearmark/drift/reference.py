@@ -19,8 +19,6 @@ if TYPE_CHECKING:
     from clearmark.settings import Settings
     from clearmark.storage import ObjectStore
 
-# Enough rows for stable distribution tests, few enough to build on 2 CPU cores in a minute.
-DEFAULT_REFERENCE_SAMPLE = 200
 CHAMPION_ALIAS = "champion"
 
 
@@ -40,16 +38,19 @@ def champion_training_data(settings: Settings) -> tuple[str, str]:
     version that carries the ``champion`` alias (the model version's own tags are
     used when the run lacks them).
     """
+    from mlflow.exceptions import MlflowException
+
     from clearmark.model.registry import mlflow_client
 
     client = mlflow_client(settings)
     name = settings.registered_model
     try:
         model_version = client.get_model_version_by_alias(name, CHAMPION_ALIAS)
-    except Exception as exc:
+    except MlflowException as exc:
+        reason = str(exc).splitlines()[0][:200]
         raise DriftReferenceError(
-            f"No '{CHAMPION_ALIAS}' version of model {name!r} at {settings.mlflow_tracking_uri}: train and promote "
-            "a detector first (`clearmark train`, `clearmark promote`), or pass --reference to compare with a file."
+            f"No '{CHAMPION_ALIAS}' version of model {name!r} at {settings.mlflow_tracking_uri} ({reason}): train and "
+            "promote a detector first (`clearmark train`, `clearmark promote`), or pass --reference to compare with a file."
         ) from exc
     tags = dict(model_version.tags or {})
     if model_version.run_id:
@@ -108,11 +109,12 @@ def ensure_reference(
     version: str,
     detector: Detector,
     *,
-    sample_size: int = DEFAULT_REFERENCE_SAMPLE,
+    sample_size: int | None = None,
 ) -> str:
     """Build the reference features for a curated dataset version once; return its lake key.
 
-    Samples up to ``sample_size`` training images (fixed seed), computes
+    Samples up to ``sample_size`` (default ``settings.drift_reference_sample``) training
+    images with a fixed seed, computes
     :data:`~clearmark.drift.features.FEATURE_COLUMNS` with the detector's predicted
     mask coverage and confidence, and writes Parquet to the lake.  When the key
     already exists nothing is recomputed.
@@ -129,7 +131,7 @@ def ensure_reference(
     manifest = read_manifest(store, dataset, version)
     if manifest.empty:
         raise DriftReferenceError(f"Curated dataset {dataset}/{version} has no rows; publish a non-empty version first.")
-    records = _reference_rows(settings, store, f"curated/{dataset}/{version}", _sample_rows(manifest, sample_size), detector)
+    records = _reference_rows(settings, store, f"curated/{dataset}/{version}", _sample_rows(manifest, sample_size or settings.drift_reference_sample), detector)
     frame = pd.DataFrame.from_records(records, columns=["id", *FEATURE_COLUMNS])
     buffer = io.BytesIO()
     frame.to_parquet(buffer, index=False)
@@ -148,10 +150,10 @@ def load_reference(settings: Settings, store: ObjectStore, key: str) -> pd.DataF
     return pd.read_parquet(io.BytesIO(store.get_bytes(settings.lake_bucket, key)))
 
 
-def champion_reference(settings: Settings, store: ObjectStore, *, sample_size: int = DEFAULT_REFERENCE_SAMPLE) -> str:
+def champion_reference(settings: Settings, store: ObjectStore) -> str:
     """Key of the reference for the current champion (built on first use)."""
     from clearmark.model.detector import load_detector
 
     dataset, version = champion_training_data(settings)
     detector = load_detector(f"models:/{settings.registered_model}@{CHAMPION_ALIAS}", settings)
-    return ensure_reference(settings, store, dataset, version, detector, sample_size=sample_size)
+    return ensure_reference(settings, store, dataset, version, detector)
