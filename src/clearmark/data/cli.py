@@ -9,9 +9,12 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+
+if TYPE_CHECKING:
+    from clearmark.settings import Settings
 
 etl_app = typer.Typer(help="Nightly ETL: extract -> load raw -> curate -> validate -> publish.", no_args_is_help=True)
 
@@ -39,14 +42,14 @@ def _emit(run: Callable[[], Any]) -> None:
     typer.echo(json.dumps(result, indent=2, default=str))
 
 
-def _settings_and_dataset(dataset: str | None) -> tuple[Any, str]:
+def _settings_and_dataset(dataset: str | None) -> tuple[Settings, str]:
     from clearmark.settings import get_settings
 
     settings = get_settings()
     return settings, dataset or settings.dataset
 
 
-def _current_version(settings: Any, dataset: str, ts: str | None) -> str:
+def _current_version(settings: Settings, dataset: str, ts: str | None) -> str:
     """The version the lake's raw data curates to (curation is idempotent, so this is cheap when it exists)."""
     from clearmark.data.etl import curate_step
 
