@@ -66,7 +66,7 @@ def clearmark_train() -> None:
         """Evaluate candidate and champion on the same test split and apply config/gate.yaml."""
         import json
 
-        from clearmark.model.promote import gate_candidate
+        from clearmark.model.promotion import gate_candidate
 
         return gate_candidate(task_settings(), json.loads(train_summary)["run_id"])
 
@@ -76,7 +76,7 @@ def clearmark_train() -> None:
 
     @task
     def promote(decision: dict) -> dict:
-        from clearmark.model.promote import promote as promote_candidate
+        from clearmark.model.promotion import promote as promote_candidate
 
         return promote_candidate(task_settings(), decision)
 
@@ -84,7 +84,7 @@ def clearmark_train() -> None:
     def keep_champion(decision: dict) -> dict:
         import logging
 
-        from clearmark.model.promote import reject
+        from clearmark.model.promotion import reject
 
         logging.getLogger(__name__).warning("Champion kept; candidate not promoted: %s", "; ".join(decision["reasons"]))
         return reject(task_settings(), decision)

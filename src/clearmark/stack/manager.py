@@ -64,7 +64,7 @@ def up(home: Path, *, with_airflow: bool = True, echo=print) -> Settings:  # noq
                 [settings.lake_bucket, settings.inbox_bucket, settings.outbox_bucket, settings.reports_bucket, settings.mlflow_bucket]
             )
         if name == "mlflow":
-            from clearmark.model.promote import ensure_baseline_champion
+            from clearmark.model.promotion import ensure_baseline_champion
 
             version = ensure_baseline_champion(settings)
             if version:
