@@ -1,0 +1,335 @@
+"""The watermark-mask detector: network registry, inference, export and loading.
+
+A detector is a folder (``model.safetensors`` + ``config.json`` + ``MODEL_CARD.md`` +
+``metrics.json``) written by :func:`save_detector`.  The MLflow model is a pyfunc that
+wraps the same folder, so a registry URI and a local folder load through the same code
+(:func:`load_detector`).  Heavy imports (torch, numpy, smp, mlflow) stay inside
+functions: ``clearmark.model.cli`` may import this module at start-up.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass, fields
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+
+    from clearmark.settings import Settings
+
+# The names the CLI, the DAG form and config files accept.  They are smp class and
+# encoder names; the list is short on purpose: these are the ones tried here.
+ARCHITECTURES: tuple[str, ...] = ("Unet", "UnetPlusPlus", "FPN", "DeepLabV3Plus", "Segformer", "Linknet")
+ENCODERS: tuple[str, ...] = (
+    "mit_b0",
+    "mit_b1",
+    "mit_b2",
+    "mit_b5",
+    "mobilenet_v2",
+    "resnet18",
+    "resnet34",
+    "efficientnet-b0",
+)
+# MiT (SegFormer) encoders need inputs whose sides are multiples of 32.
+PAD_MULTIPLE = 32
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+CARD_FILE = "MODEL_CARD.md"
+METRICS_FILE = "metrics.json"
+
+
+class DetectorError(RuntimeError):
+    """A detector cannot be built or loaded; the message says what to do."""
+
+
+@dataclass
+class DetectorConfig:
+    """What is needed to rebuild the network and turn its output into a mask."""
+
+    architecture: str = "Unet"
+    encoder: str = "mit_b0"
+    image_size: int = 256  # training crop side; inference takes any size
+    threshold: float = 0.5  # probability above which a pixel is watermark
+    decoder_channels: list[int] | None = None  # None: smp's default; smaller is faster on CPU
+
+    def validate(self) -> DetectorConfig:
+        """Raise :class:`DetectorError` naming the accepted values when a field is wrong."""
+        if self.architecture not in ARCHITECTURES:
+            raise DetectorError(f"Unknown architecture {self.architecture!r}; choose one of {', '.join(ARCHITECTURES)}.")
+        if self.encoder not in ENCODERS:
+            raise DetectorError(f"Unknown encoder {self.encoder!r}; choose one of {', '.join(ENCODERS)}.")
+        if self.image_size < PAD_MULTIPLE or self.image_size % PAD_MULTIPLE:
+            raise DetectorError(f"image_size must be a positive multiple of {PAD_MULTIPLE}, got {self.image_size}.")
+        if self.decoder_channels is not None and (len(self.decoder_channels) != 5 or min(self.decoder_channels) < 1):
+            raise DetectorError(f"decoder_channels must list 5 positive widths, got {self.decoder_channels}.")
+        if not 0.0 < self.threshold < 1.0:
+            raise DetectorError(f"threshold must lie strictly between 0 and 1, got {self.threshold}.")
+        return self
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DetectorConfig:
+        """Build from a ``config.json`` mapping, ignoring keys this version does not know."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known}).validate()
+
+
+def build_network(config: DetectorConfig, encoder_weights: str | Path | None = None) -> torch.nn.Module:
+    """An smp segmentation network with one output channel (logits).
+
+    ``encoder_weights`` is ``None`` (random initialisation: no model hub is reachable)
+    or a local ``.safetensors`` / ``.pth`` file holding the encoder's state dict.
+    """
+    import segmentation_models_pytorch as smp
+
+    config.validate()
+    extra = {"decoder_channels": tuple(config.decoder_channels)} if config.decoder_channels else {}
+    network = smp.create_model(config.architecture, encoder_name=config.encoder, encoder_weights=None, in_channels=3, classes=1, **extra)
+    if encoder_weights is not None:
+        _load_encoder_weights(network, Path(encoder_weights))
+    return network
+
+
+def _load_encoder_weights(network: torch.nn.Module, path: Path) -> None:
+    """Load a local encoder state dict; keys the encoder lacks (classifier heads) are skipped."""
+    import torch
+
+    if not path.is_file():
+        raise DetectorError(f"Encoder weights file {path} does not exist; pass a local .safetensors or .pth file, or no weights.")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        state = load_file(str(path))
+    else:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    encoder = network.encoder  # type: ignore[attr-defined]
+    own = encoder.state_dict()
+    usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    if not usable:
+        raise DetectorError(f"No tensor in {path} matches the encoder's parameters; is it for the same encoder?")
+    encoder.load_state_dict(usable, strict=False)
+
+
+def _pad_amount(side: int) -> int:
+    return (-side) % PAD_MULTIPLE
+
+
+class Detector:
+    """A loaded network that maps RGB images to per-pixel watermark probabilities."""
+
+    def __init__(self, network: torch.nn.Module, config: DetectorConfig, version: str, device: str | None = None) -> None:
+        import torch
+
+        self.config = config
+        self.version = version
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.network = network.to(self.device).eval()
+
+    def predict_proba(self, batch: np.ndarray, *, chunk_size: int = 8) -> np.ndarray:
+        """N x H x W x 3 uint8 RGB (any H, W) -> N x H x W float32 probabilities.
+
+        Pads to a multiple of 32 internally (edge replication, so borders do not look
+        like a frame), ImageNet-normalises and runs without gradients.
+        """
+        import numpy as np
+        import torch
+        import torch.nn.functional as F
+
+        if not isinstance(batch, np.ndarray) or batch.ndim != 4 or batch.shape[-1] != 3 or batch.dtype != np.uint8:
+            got = f"{type(batch).__name__} {getattr(batch, 'shape', '')} {getattr(batch, 'dtype', '')}"
+            raise ValueError(f"predict_proba expects an N x H x W x 3 uint8 RGB array, got {got}; convert images with PIL .convert('RGB').")
+        n, height, width, _ = batch.shape
+        mean = torch.tensor(IMAGENET_MEAN, device=self.device).view(1, 3, 1, 1)
+        std = torch.tensor(IMAGENET_STD, device=self.device).view(1, 3, 1, 1)
+        out = np.empty((n, height, width), dtype=np.float32)
+        was_training = self.network.training
+        self.network.eval()
+        try:
+            with torch.inference_mode():
+                for start in range(0, n, chunk_size):
+                    chunk = torch.from_numpy(batch[start : start + chunk_size]).to(self.device)
+                    x = chunk.permute(0, 3, 1, 2).float().div_(255.0).sub_(mean).div_(std)
+                    x = F.pad(x, (0, _pad_amount(width), 0, _pad_amount(height)), mode="replicate")
+                    logits = self.network(x)[:, 0, :height, :width]
+                    out[start : start + chunk_size] = torch.sigmoid(logits.float()).cpu().numpy()
+        finally:
+            self.network.train(was_training)
+        return out
+
+    def predict_mask(self, batch: np.ndarray) -> np.ndarray:
+        """N x H x W bool masks: probabilities above the configured threshold."""
+        return self.predict_proba(batch) > self.config.threshold
+
+
+def _model_card(config: DetectorConfig, metrics: dict[str, Any], data_version: str | None, weights_sha256: str) -> str:
+    """Markdown model card: what the model is, how good it is, what it is not for."""
+    metric_lines = "\n".join(f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in sorted(metrics.items()))
+    return f"""# clearmark watermark detector
+
+| field | value |
+|---|---|
+| architecture | {config.architecture} (segmentation-models-pytorch), 1 output channel |
+| encoder | {config.encoder} |
+| training image size | {config.image_size} px (inference: any size, padded to a multiple of {PAD_MULTIPLE}) |
+| mask threshold | {config.threshold} |
+| training data version | {data_version or "unknown"} |
+| weights SHA-256 | `{weights_sha256}` |
+
+## Metrics
+
+| metric | value |
+|---|---|
+{metric_lines or "| (none recorded) | |"}
+
+## Intended use
+Segment visible watermarks (text and logo overlays) in RGB photos so that the removal
+pipeline can inpaint them. Input: 8-bit RGB, any size; output: per-pixel probability
+that the pixel belongs to a watermark.
+
+## Limitations
+- Trained on the data version above only; measure it on your own images before trusting it
+  (`clearmark evaluate`). Watermark styles absent from training (tiled patterns, very
+  faint or very large marks) may be missed.
+- Inference pads but never resizes: very large photos cost memory; the removal pipeline
+  chooses the working resolution.
+- The mask says where a watermark is, not whether removing it is lawful: use it only on
+  images you have the rights to edit.
+"""
+
+
+def save_detector(
+    network: torch.nn.Module,
+    config: DetectorConfig,
+    out_dir: str | Path,
+    *,
+    metrics: dict[str, Any] | None = None,
+    data_version: str | None = None,
+) -> Path:
+    """Write ``model.safetensors``, ``config.json``, ``MODEL_CARD.md`` and ``metrics.json``.
+
+    The folder is written next to ``out_dir`` and renamed into place, so a crash never
+    leaves half a detector behind.  Returns ``out_dir``.
+    """
+    from safetensors.torch import save_file
+
+    from clearmark.storage import sha256_file
+
+    config.validate()
+    out = Path(out_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+    try:
+        module = getattr(network, "module", network)  # unwrap DistributedDataParallel
+        state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+        save_file(state, str(tmp / WEIGHTS_FILE), metadata={"architecture": config.architecture, "encoder": config.encoder})
+        weights_sha256 = sha256_file(tmp / WEIGHTS_FILE)
+        record = {**asdict(config), "data_version": data_version, "weights_sha256": weights_sha256, "created_at": datetime.now(UTC).isoformat()}
+        (tmp / CONFIG_FILE).write_text(json.dumps(record, indent=2) + "\n")
+        (tmp / METRICS_FILE).write_text(json.dumps(metrics or {}, indent=2, sort_keys=True) + "\n")
+        (tmp / CARD_FILE).write_text(_model_card(config, metrics or {}, data_version, weights_sha256))
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def update_detector_metrics(folder: str | Path, metrics: dict[str, Any]) -> None:
+    """Merge ``metrics`` into a saved detector's ``metrics.json`` and rewrite its model card."""
+    folder = Path(folder)
+    record = json.loads((folder / CONFIG_FILE).read_text())
+    merged = {**json.loads((folder / METRICS_FILE).read_text()), **metrics}
+    (folder / METRICS_FILE).write_text(json.dumps(merged, indent=2, sort_keys=True) + "\n")
+    card = _model_card(DetectorConfig.from_dict(record), merged, record.get("data_version"), record["weights_sha256"])
+    (folder / CARD_FILE).write_text(card)
+
+
+def _load_folder(folder: Path, version: str | None, device: str | None) -> Detector:
+    from safetensors.torch import load_file
+
+    if not (folder / WEIGHTS_FILE).is_file() or not (folder / CONFIG_FILE).is_file():
+        raise DetectorError(f"{folder} is not a detector folder: it needs {WEIGHTS_FILE} and {CONFIG_FILE} (written by save_detector).")
+    record = json.loads((folder / CONFIG_FILE).read_text())
+    config = DetectorConfig.from_dict(record)
+    network = build_network(config)
+    network.load_state_dict(load_file(str(folder / WEIGHTS_FILE)))
+    return Detector(network, config, version=version or record.get("weights_sha256", "unknown"), device=device)
+
+
+def find_detector_folder(root: Path) -> Path:
+    """The detector folder inside a downloaded MLflow model (or ``root`` itself)."""
+    for candidate in (root, root / "artifacts" / "detector", *sorted(root.rglob(CONFIG_FILE))):
+        folder = candidate if candidate.is_dir() else candidate.parent
+        if (folder / WEIGHTS_FILE).is_file() and (folder / CONFIG_FILE).is_file():
+            return folder
+    raise DetectorError(f"No detector ({WEIGHTS_FILE} + {CONFIG_FILE}) found under {root}.")
+
+
+def _cached_download(artifact_uri: str, cache: Path, tracking_uri: str) -> Path:
+    """Download an MLflow model once into ``cache`` (atomic rename); later calls reuse it."""
+    import mlflow
+
+    if (cache / WEIGHTS_FILE).is_file():
+        return cache
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=cache.parent, prefix=f".{cache.name}."))
+    try:
+        downloaded = Path(mlflow.artifacts.download_artifacts(artifact_uri=artifact_uri, dst_path=str(staging), tracking_uri=tracking_uri))
+        folder = find_detector_folder(downloaded)
+        if cache.exists():  # another process finished first
+            return cache
+        os.replace(folder, cache)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return cache
+
+
+def resolve_model_version(uri: str, settings: Settings) -> tuple[str, str]:
+    """``models:/name@alias`` or ``models:/name/version`` -> (name, version number)."""
+    from clearmark.model.registry import mlflow_client
+
+    ref = uri.removeprefix("models:/")
+    client = mlflow_client(settings)
+    if "@" in ref:
+        name, alias = ref.split("@", 1)
+        try:
+            return name, str(client.get_model_version_by_alias(name, alias).version)
+        except Exception as exc:
+            raise DetectorError(f"Registered model {name!r} has no alias {alias!r} at {settings.mlflow_tracking_uri}: {exc}") from exc
+    name, _, version = ref.partition("/")
+    if not version.isdigit():
+        raise DetectorError(f"Cannot read model URI {uri!r}; use models:/<name>@<alias> or models:/<name>/<version>.")
+    return name, version
+
+
+def load_detector(source: str | Path, settings: Settings | None = None, *, device: str | None = None) -> Detector:
+    """Load a detector from a folder, a ``models:/`` URI or a ``runs:/`` URI.
+
+    Registry downloads are cached under ``settings.cache_dir/models/<name>/<version>``
+    (runs under ``.../models/runs/<run_id>/<path>``), so loading the same version again
+    costs one registry call and reading the weights from disk.
+    """
+    text = str(source)
+    if not text.startswith(("models:/", "runs:/")):
+        return _load_folder(Path(text), None, device)
+
+    from clearmark.settings import get_settings
+
+    settings = settings or get_settings()
+    if text.startswith("models:/"):
+        name, version = resolve_model_version(text, settings)
+        folder = _cached_download(f"models:/{name}/{version}", settings.cache_dir / "models" / name / version, settings.mlflow_tracking_uri)
+        return _load_folder(folder, version, device)
+    run_id, _, path = text.removeprefix("runs:/").partition("/")
+    folder = _cached_download(text, settings.cache_dir / "models" / "runs" / run_id / (path or "model"), settings.mlflow_tracking_uri)
+    return _load_folder(folder, f"run-{run_id}", device)

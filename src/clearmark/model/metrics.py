@@ -1,0 +1,90 @@
+"""Pixel-level segmentation metrics and the quality label (pure Python + numpy)."""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
+
+# Lower bounds of each label, best first (issue 3).
+QUALITY_LABELS: tuple[tuple[float, str], ...] = ((0.90, "EXCELLENT"), (0.80, "GOOD"), (0.70, "ACCEPTABLE"))
+BELOW_LABELS = "NEEDS IMPROVEMENT"
+
+
+def _ratio(numerator: int, denominator: int) -> float:
+    # Nothing to find and nothing found is a perfect score, not a division by zero.
+    return 1.0 if denominator == 0 else numerator / denominator
+
+
+@dataclass
+class PixelCounts:
+    """Confusion counts over pixels (watermark = positive), summed over any number of images."""
+
+    tp: int = 0
+    fp: int = 0
+    fn: int = 0
+    tn: int = 0
+
+    @classmethod
+    def from_masks(cls, predicted: np.ndarray, truth: np.ndarray) -> PixelCounts:
+        """Counts of two boolean masks of the same shape."""
+        import numpy as np
+
+        if predicted.shape != truth.shape:
+            raise ValueError(f"Mask shapes differ: predicted {predicted.shape} vs truth {truth.shape}.")
+        predicted, truth = predicted.astype(bool), truth.astype(bool)
+        tp = int(np.count_nonzero(predicted & truth))
+        fp = int(np.count_nonzero(predicted & ~truth))
+        fn = int(np.count_nonzero(~predicted & truth))
+        return cls(tp=tp, fp=fp, fn=fn, tn=int(truth.size) - tp - fp - fn)
+
+    def __add__(self, other: PixelCounts) -> PixelCounts:
+        return PixelCounts(self.tp + other.tp, self.fp + other.fp, self.fn + other.fn, self.tn + other.tn)
+
+    @property
+    def iou(self) -> float:
+        return _ratio(self.tp, self.tp + self.fp + self.fn)
+
+    @property
+    def dice(self) -> float:
+        return _ratio(2 * self.tp, 2 * self.tp + self.fp + self.fn)
+
+    @property
+    def precision(self) -> float:
+        return _ratio(self.tp, self.tp + self.fp)
+
+    @property
+    def recall(self) -> float:
+        return _ratio(self.tp, self.tp + self.fn)
+
+    @property
+    def accuracy(self) -> float:
+        return _ratio(self.tp + self.tn, self.tp + self.fp + self.fn + self.tn)
+
+    def as_dict(self) -> dict[str, float]:
+        """The five aggregate metrics, by name."""
+        return {"iou": self.iou, "dice": self.dice, "precision": self.precision, "recall": self.recall, "accuracy": self.accuracy}
+
+
+def quality_label(iou: float) -> str:
+    """EXCELLENT >= 0.90, GOOD >= 0.80, ACCEPTABLE >= 0.70, else NEEDS IMPROVEMENT."""
+    for bound, label in QUALITY_LABELS:
+        if iou >= bound:
+            return label
+    return BELOW_LABELS
+
+
+def distribution(values: list[float]) -> dict[str, float]:
+    """Mean, population std, min, max and median of per-image scores."""
+    if not values:
+        raise ValueError("No per-image values: the evaluated split is empty.")
+    return {
+        "mean": statistics.fmean(values),
+        "std": statistics.pstdev(values),
+        "min": min(values),
+        "max": max(values),
+        "median": statistics.median(values),
+    }

@@ -1,0 +1,387 @@
+"""Training loop of the detector: seeded, resumable, early-stopped, DDP-ready, logged to MLflow.
+
+Run it as ``clearmark train`` (one process) or ``torchrun --nproc-per-node N -m clearmark train``
+(DistributedDataParallel; only rank 0 talks to MLflow and writes checkpoints).  Checkpoints
+go to ``settings.home/checkpoints/<run id>`` unless ``checkpoint_dir`` says otherwise:
+never into the repository.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+
+    from clearmark.model.data import TrainingData
+    from clearmark.model.detector import Detector
+    from clearmark.settings import Settings
+
+SAMPLE_GRID_IMAGES = 4
+
+
+class TrainingError(RuntimeError):
+    """Training stopped for a reason the user can act on (the message says how)."""
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs besides :class:`Settings`."""
+
+    dataset: str | None = None  # None: settings.dataset
+    dataset_version: str | None = None  # None: the latest published version
+    data_dir: Path | None = None  # a local folder instead of object storage
+    architecture: str = "Unet"
+    encoder: str = "mit_b0"
+    decoder_channels: list[int] | None = None
+    image_size: int = 256
+    epochs: int = 20
+    batch_size: int = 8
+    learning_rate: float = 1e-3
+    weight_decay: float = 1e-4
+    scheduler: Literal["onecycle", "cosine"] = "onecycle"
+    seed: int = 42
+    patience: int = 5  # epochs without a better validation IoU before stopping
+    threshold: float = 0.5
+    resume: Path | None = None  # a last.pt written by an earlier run
+    num_workers: int | None = None  # None: 0 on CPU (cores are for compute), 4 on GPU
+    encoder_weights: Path | None = None  # local pretrained encoder weights
+    checkpoint_dir: Path | None = None
+    max_val_images: int = 256  # validation each epoch looks at this many val pairs at most
+    run_name: str | None = None
+    extra_tags: dict[str, str] = field(default_factory=dict)
+
+    def detector_config(self) -> Any:
+        from clearmark.model.detector import DetectorConfig
+
+        return DetectorConfig(self.architecture, self.encoder, self.image_size, self.threshold, self.decoder_channels).validate()
+
+    def validate(self) -> TrainConfig:
+        """Raise :class:`TrainingError` for values that cannot train."""
+        self.detector_config()
+        for name in ("epochs", "batch_size", "patience", "max_val_images"):
+            if getattr(self, name) < 1:
+                raise TrainingError(f"{name} must be at least 1, got {getattr(self, name)}.")
+        if not self.learning_rate > 0:
+            raise TrainingError(f"learning_rate must be positive, got {self.learning_rate}.")
+        if self.resume is not None and not Path(self.resume).is_file():
+            raise TrainingError(f"Checkpoint {self.resume} does not exist; pass a last.pt from an earlier run's checkpoint folder.")
+        return self
+
+
+@dataclass
+class Distributed:
+    """Where this process sits in a torchrun job (world of one without torchrun)."""
+
+    rank: int = 0
+    local_rank: int = 0
+    world_size: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def _setup_distributed() -> Distributed:
+    import torch
+    import torch.distributed as dist
+
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size == 1:
+        return Distributed()
+    dist_info = Distributed(int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0")), world_size)
+    if torch.cuda.is_available():
+        torch.cuda.set_device(dist_info.local_rank)
+    dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+    return dist_info
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, numpy and torch, and ask torch for deterministic kernels where they exist."""
+    import numpy as np
+    import torch
+
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.benchmark = False
+
+
+def _seed_worker(worker_id: int) -> None:
+    """Give each DataLoader worker its own (reproducible) augmentation stream."""
+    import numpy as np
+    import torch
+
+    worker_seed = torch.initial_seed() % 2**32
+    np.random.seed(worker_seed)
+    random.seed(worker_seed)
+    info = torch.utils.data.get_worker_info()
+    if info is not None:
+        info.dataset.transform.set_random_seed(worker_seed)
+
+
+def system_info(device: torch.device, world_size: int) -> dict[str, str]:
+    """What ran the training, for the run's tags."""
+    import segmentation_models_pytorch as smp
+    import torch
+
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+        "smp": smp.__version__,
+        "device": str(device),
+        "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else "none",
+        "cpu_count": str(os.cpu_count()),
+        "torch_threads": str(torch.get_num_threads()),
+        "world_size": str(world_size),
+    }
+
+
+def _is_out_of_memory(exc: BaseException) -> bool:
+    import torch
+
+    return isinstance(exc, torch.OutOfMemoryError | MemoryError) or "out of memory" in str(exc) or "can't allocate memory" in str(exc)
+
+
+def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """``torch.save`` through a temporary file, so an interrupted write keeps the previous one."""
+    import torch
+
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def sample_grid(detector: Detector, data: TrainingData, rows: Any, count: int = SAMPLE_GRID_IMAGES) -> np.ndarray:
+    """RGB grid, one row per image: input | truth | prediction (probability as grey)."""
+    import numpy as np
+    from PIL import Image
+
+    from clearmark.model.data import iter_pairs
+
+    lines = []
+    side = 256
+    for _, image, mask in iter_pairs(data, rows.head(count)):
+        probability = detector.predict_proba(image[None])[0]
+        panels = [image, np.repeat(mask[..., None] * 255, 3, axis=2), np.repeat(probability[..., None] * 255, 3, axis=2)]
+        resized = [np.asarray(Image.fromarray(p.astype(np.uint8)).resize((side, side), Image.Resampling.NEAREST)) for p in panels]
+        lines.append(np.concatenate(resized, axis=1))
+    return np.concatenate(lines, axis=0)
+
+
+def _loss_fn() -> Any:
+    """Dice + BCE on logits: Dice for the thin, rare watermark pixels, BCE for calibration."""
+    import segmentation_models_pytorch as smp
+    import torch
+
+    dice = smp.losses.DiceLoss(mode="binary", from_logits=True)
+    bce = torch.nn.BCEWithLogitsLoss()
+    return lambda logits, target: dice(logits, target) + bce(logits, target)
+
+
+def train(settings: Settings, config: TrainConfig) -> dict[str, Any]:
+    """Train, validate each epoch, keep the best checkpoint by validation IoU, log to MLflow.
+
+    Returns ``{"run_id", "model_uri", "best_val_iou", "export_dir", ...}`` on rank 0
+    (other ranks return ``{}``).
+    """
+    import mlflow
+    import torch
+    import torch.distributed as dist
+    from torch.utils.data import DataLoader
+    from torch.utils.data.distributed import DistributedSampler
+    from tqdm import tqdm
+
+    from clearmark.model.data import PairDataset, iter_pairs, load_training_data, train_augmentations
+    from clearmark.model.detector import Detector, build_network, load_detector, save_detector
+    from clearmark.model.evaluate import evaluate_pairs
+    from clearmark.model.registry import MODEL_URI_TAG, check_mlflow, log_detector_model, use_tracking_server
+
+    config.validate()
+    world = _setup_distributed()
+    seed_everything(config.seed + world.rank)
+    device = torch.device(f"cuda:{world.local_rank}" if torch.cuda.is_available() else "cpu")
+    if world.is_main:
+        check_mlflow(settings)  # before any download: an unreachable server fails in seconds
+
+    data = load_training_data(settings, config.dataset, config.dataset_version, config.data_dir)
+    train_rows, val_rows = data.split("train"), data.split("val").head(config.max_val_images)
+    detector_config = config.detector_config()
+    network = build_network(detector_config, config.encoder_weights).to(device)
+
+    dataset = PairDataset(data, train_rows, train_augmentations(config.image_size, config.seed + world.rank))
+    sampler = DistributedSampler(dataset, num_replicas=world.world_size, rank=world.rank, seed=config.seed) if world.world_size > 1 else None
+    workers = config.num_workers if config.num_workers is not None else (4 if device.type == "cuda" else 0)
+    loader = DataLoader(
+        dataset,
+        batch_size=config.batch_size,
+        shuffle=sampler is None,
+        sampler=sampler,
+        num_workers=workers,
+        worker_init_fn=_seed_worker,
+        generator=torch.Generator().manual_seed(config.seed),
+        drop_last=len(dataset) > config.batch_size,  # no lone-sample batch (BatchNorm needs two)
+        pin_memory=device.type == "cuda",
+    )
+    model: torch.nn.Module = network
+    if world.world_size > 1:
+        model = torch.nn.parallel.DistributedDataParallel(network, device_ids=[world.local_rank] if device.type == "cuda" else None)
+
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    steps_per_epoch = max(1, len(loader))
+    if config.scheduler == "onecycle":
+        scheduler: Any = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.learning_rate, total_steps=config.epochs * steps_per_epoch)
+    else:
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs * steps_per_epoch)
+    use_amp = device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    loss_fn = _loss_fn()
+
+    start_epoch, best_iou, stale_epochs, run_id = 0, -1.0, 0, None
+    if config.resume is not None:
+        checkpoint = torch.load(config.resume, map_location=device, weights_only=False)
+        network.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        scheduler.load_state_dict(checkpoint["scheduler"])
+        scaler.load_state_dict(checkpoint["scaler"])
+        start_epoch, best_iou, stale_epochs, run_id = checkpoint["epoch"] + 1, checkpoint["best_iou"], checkpoint["stale_epochs"], checkpoint["run_id"]
+
+    checkpoint_dir: Path | None = None
+    if world.is_main:
+        use_tracking_server(settings)
+        mlflow.set_experiment(settings.experiment)
+        run = mlflow.start_run(run_id=run_id, run_name=config.run_name)
+        run_id = run.info.run_id
+        checkpoint_dir = Path(config.resume).parent if config.resume else Path(config.checkpoint_dir or settings.home / "checkpoints" / run_id)
+        checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        if config.resume is None:
+            params = {k: v for k, v in asdict(config).items() if k not in {"extra_tags", "resume"}}
+            mlflow.log_params({**params, "dataset": data.dataset, "dataset_version": data.version, "train_images": len(train_rows), "val_images": len(val_rows)})
+            mlflow.set_tags(
+                {
+                    "dataset": data.dataset,
+                    "dataset_version": data.version,
+                    "manifest_sha256": data.manifest_sha256,
+                    "data_location": data.location,
+                    "checkpoint_dir": str(checkpoint_dir),
+                    **{f"system.{k}": v for k, v in system_info(device, world.world_size).items()},
+                    **config.extra_tags,
+                }
+            )
+            mlflow.log_dict(json.loads(json.dumps(asdict(config), default=str)), "config/train_config.json")
+        print(f"MLflow run {run_id}; checkpoints in {checkpoint_dir}", flush=True)
+
+    try:
+        for epoch in range(start_epoch, config.epochs):
+            if sampler is not None:
+                sampler.set_epoch(epoch)
+            model.train()
+            started, seen, loss_sum = time.monotonic(), 0, 0.0
+            tp = fp = fn = 0
+            bar = tqdm(loader, desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch", disable=not world.is_main)
+            for step, (images, masks) in enumerate(bar):
+                images, masks = images.to(device, non_blocking=True), masks.to(device, non_blocking=True)
+                with torch.autocast(device.type, enabled=use_amp):
+                    logits = model(images)
+                    loss = loss_fn(logits.float(), masks)
+                if not torch.isfinite(loss):
+                    raise TrainingError(
+                        f"Loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}: training diverged. "
+                        "Lower --learning-rate (e.g. by 10x) and check the dataset's masks."
+                    )
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+                scheduler.step()
+                with torch.no_grad():
+                    predicted, truth = logits.detach() > 0, masks > 0.5
+                    tp += int((predicted & truth).sum())
+                    fp += int((predicted & ~truth).sum())
+                    fn += int((~predicted & truth).sum())
+                seen += len(images)
+                loss_sum += loss.item() * len(images)
+                bar.set_postfix(loss=f"{loss.item():.4f}")
+            elapsed = time.monotonic() - started
+
+            stop = torch.zeros(1, device=device)
+            if world.is_main:
+                assert checkpoint_dir is not None and run_id is not None
+                live = Detector(network, detector_config, version="training", device=str(device))
+                val = evaluate_pairs(live, iter_pairs(data, val_rows), progress=False)
+                epoch_metrics = {
+                    "train_loss": loss_sum / max(1, seen),
+                    "train_iou": tp / max(1, tp + fp + fn),
+                    **{f"val_{k}": val[k] for k in ("iou", "dice", "precision", "recall", "accuracy")},
+                    "learning_rate": optimizer.param_groups[0]["lr"],
+                    "images_per_second": seen * world.world_size / max(elapsed, 1e-9),
+                }
+                mlflow.log_metrics(epoch_metrics, step=epoch + 1)
+                print(json.dumps({"epoch": epoch + 1, **{k: round(v, 5) for k, v in epoch_metrics.items()}}), flush=True)
+                if val["iou"] > best_iou + 1e-4:
+                    best_iou, stale_epochs = val["iou"], 0
+                    best_metrics = {**{f"val_{k}": val[k] for k in ("iou", "dice", "precision", "recall", "accuracy")}, "epoch": epoch + 1}
+                    save_detector(network, detector_config, checkpoint_dir / "best", metrics=best_metrics, data_version=data.version)
+                else:
+                    stale_epochs += 1
+                _save_checkpoint(
+                    checkpoint_dir / "last.pt",
+                    {
+                        "model": network.state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(),
+                        "scaler": scaler.state_dict(),
+                        "epoch": epoch,
+                        "best_iou": best_iou,
+                        "stale_epochs": stale_epochs,
+                        "run_id": run_id,
+                        "config": asdict(config),
+                    },
+                )
+                if stale_epochs >= config.patience:
+                    print(f"Early stop: no better validation IoU for {stale_epochs} epochs.", flush=True)
+                    stop += 1
+            if world.world_size > 1:
+                dist.broadcast(stop, src=0)  # every rank stops together
+            if stop.item():
+                break
+    except TrainingError:
+        if world.is_main:
+            mlflow.end_run("FAILED")
+        raise
+    except (RuntimeError, MemoryError) as exc:
+        if world.is_main:
+            mlflow.end_run("FAILED")
+        if _is_out_of_memory(exc):
+            raise TrainingError(
+                f"Out of memory with batch size {config.batch_size} at {config.image_size} px on {device}: "
+                "retry with a smaller --batch-size or --image-size."
+            ) from exc
+        raise
+    finally:
+        if world.world_size > 1:
+            dist.destroy_process_group()
+
+    if not world.is_main:
+        return {}
+    assert checkpoint_dir is not None
+    best_dir = checkpoint_dir / "best"
+    best = load_detector(best_dir, device=str(device))
+    grid = sample_grid(best, data, val_rows)
+    mlflow.log_image(grid, "samples/predictions.png")
+    model_uri = log_detector_model(best_dir)
+    mlflow.set_tags({"best_val_iou": f"{best_iou:.4f}", MODEL_URI_TAG: model_uri})
+    mlflow.end_run()
+    return {"run_id": run_id, "model_uri": model_uri, "best_val_iou": best_iou, "export_dir": str(best_dir), "dataset_version": data.version}
+
