@@ -2,8 +2,8 @@
 
 * ``fastapi_apps``: the report browser (``clearmark_drift/app.py``) mounted at
   ``/clearmark-drift`` in the Airflow API server, open to users logged in to Airflow.
-* ``external_views``: a "Drift reports" entry in the navigation (Browse menu) that
-  shows the browser inside the Airflow UI.
+* ``external_views``: a top-level "Drift reports" entry in the navigation that shows
+  the browser inside the Airflow UI.
 * ``operator_extra_links``: "Drift report" on the inbox DAG's ``drift_report`` task
   instances, opening that archive's report.
 
@@ -29,7 +29,7 @@ class ClearmarkDriftPlugin(AirflowPlugin):
             "name": "Drift reports",
             "href": URL_PREFIX.lstrip("/") + "/",  # relative: works under a base_url prefix
             "destination": "nav",
-            "category": "browse",
+            "nav_top_level": True,  # its own entry in the side bar, one click from any page
             "url_route": "clearmark-drift",
         }
     ]

@@ -55,7 +55,7 @@ views, _ = plugins_manager._get_ui_plugins()
 print(json.dumps({
     "errors": plugins_manager.get_import_errors(),
     "apps": [(a["name"], a["url_prefix"]) for a in apps],
-    "views": [(v["name"], v["href"], v["destination"]) for v in views],
+    "views": [(v["name"], v["href"], v["destination"], v.get("nav_top_level")) for v in views],
     "links": [type(link).__name__ for link in plugins_manager.get_operator_extra_links()],
 }))
 """
@@ -71,5 +71,5 @@ print(json.dumps({
 
     assert found["errors"] == {}
     assert ["Drift reports", "/clearmark-drift"] in found["apps"]
-    assert ["Drift reports", "clearmark-drift/", "nav"] in found["views"]
+    assert ["Drift reports", "clearmark-drift/", "nav", True] in found["views"]
     assert "DriftReportLink" in found["links"]

@@ -13,7 +13,7 @@ sys.path.insert(0, str(REPO_ROOT / "plugins"))
 
 import clearmark_drift.links as links  # noqa: E402
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]  # Airflow db migrate + dag.test(): about a minute
+pytestmark = pytest.mark.integration
 
 DAG_ID = "clearmark_drift_link_probe"
 

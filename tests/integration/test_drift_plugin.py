@@ -79,7 +79,6 @@ def test_empty_bucket_shows_how_to_get_a_report(settings: Settings, store: Objec
     assert page.status_code == 200 and "No drift report yet" in page.text
 
 
-@pytest.mark.slow  # Airflow db migrate + auth manager start: ~1.5 min on busy cores
 def test_plugin_app_admits_only_airflow_users(airflow_db: object, settings: Settings, store: ObjectStore) -> None:
     from airflow.api_fastapi.app import create_auth_manager
     from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser

@@ -69,7 +69,6 @@ def publish_curated_version(store: ObjectStore, count: int) -> None:
     publish(store, DATASET, VERSION, count, digest)
 
 
-@pytest.mark.slow  # ~50 s on 2 busy cores (torch import and first forward passes)
 def test_reference_is_built_from_training_images_once_and_cached(settings: Settings, store: ObjectStore) -> None:
     publish_curated_version(store, count=10)
     detector = tiny_detector()
@@ -121,7 +120,6 @@ def test_missing_reference_gets_a_clear_error(settings: Settings, store: ObjectS
         load_reference(settings, store, reference_key(DATASET, VERSION, "9"))
 
 
-@pytest.mark.slow  # logs a detector to MLflow, builds the reference and an Evidently report: ~1-2 min
 def test_processed_inbox_item_is_compared_with_the_champion_reference(settings: Settings, store: ObjectStore, tmp_path: Path) -> None:
     publish_curated_version(store, count=8)
     detector = tiny_detector()

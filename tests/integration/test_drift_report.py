@@ -40,7 +40,6 @@ def feature_frame(rows: int, seed: int, *, shift: float = 0.0) -> pd.DataFrame:
     )
 
 
-@pytest.mark.slow  # two Evidently reports: ~55 s on 2 busy cores
 def test_shifted_batch_drifts_more_than_a_batch_like_the_reference(settings: Settings, store: ObjectStore) -> None:
     reference = feature_frame(300, seed=1)
     same = build_drift_report(settings, store, feature_frame(120, seed=2), reference, "same.zip", "2026-01-02")
@@ -62,7 +61,6 @@ def test_shifted_batch_drifts_more_than_a_batch_like_the_reference(settings: Set
     assert list(stored.columns) == FEATURE_COLUMNS and len(stored) == 120
 
 
-@pytest.mark.slow  # one Evidently report: ~20 s on idle 2 cores, 85 s measured under shared load
 def test_cli_reports_a_one_image_batch_read_from_s3(settings: Settings, store: ObjectStore, tmp_path: Path) -> None:
     buffer = io.BytesIO()
     feature_frame(1, seed=4).to_parquet(buffer)  # one image: constant and empty columns everywhere
