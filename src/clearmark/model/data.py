@@ -152,13 +152,15 @@ def synthetic_source_name(settings: Settings, dataset: str) -> str:
 def load_training_data(settings: Settings, dataset: str | None = None, version: str | None = None, data_dir: Path | None = None) -> TrainingData:
     """The data a training or evaluation run reads: ``data_dir`` if given, else the curated version.
 
+    ``version`` ``None``, ``""`` or ``"latest"`` means the latest published version.
+
     Pairs of a ``clearmark synth`` folder get the ids the ETL would give them as the
     dataset's synthetic source, so their splits match the curated version's.
     """
     dataset = dataset or settings.dataset
     if data_dir is not None:
         return load_local_folder(Path(data_dir), dataset, synthetic_source_name(settings, dataset))
-    return load_curated(settings, dataset, version)
+    return load_curated(settings, dataset, None if version in (None, "", "latest") else version)
 
 
 def read_rgb(path: Path) -> np.ndarray:

@@ -1,0 +1,99 @@
+"""Detector contract: name registry, any-size inference, export and reload (CPU, tiny networks)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from clearmark.model.detector import (
+    Detector,
+    DetectorConfig,
+    DetectorError,
+    build_network,
+    load_detector,
+    save_detector,
+    update_detector_metrics,
+)
+
+TINY = DetectorConfig(architecture="Unet", encoder="mobilenet_v2", image_size=64, decoder_channels=[16, 16, 16, 16, 8])
+
+
+@pytest.fixture(scope="module")
+def network() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return build_network(TINY).eval()
+
+
+def test_unknown_names_list_the_choices() -> None:
+    with pytest.raises(DetectorError, match="choose one of Unet"):
+        build_network(DetectorConfig(architecture="Transformerish"))
+    with pytest.raises(DetectorError, match="mit_b0"):
+        build_network(DetectorConfig(encoder="vgg_huge"))
+    with pytest.raises(DetectorError, match="multiple of 32"):
+        DetectorConfig(image_size=100).validate()
+
+
+@pytest.mark.parametrize("shape", [(1, 37, 53, 3), (2, 64, 96, 3), (1, 130, 31, 3)])
+def test_predict_proba_takes_any_size(network: torch.nn.Module, shape: tuple[int, ...]) -> None:
+    detector = Detector(network, TINY, version="test", device="cpu")
+    batch = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
+    probabilities = detector.predict_proba(batch)
+    assert probabilities.shape == shape[:3]
+    assert probabilities.dtype == np.float32
+    assert float(probabilities.min()) >= 0.0 and float(probabilities.max()) <= 1.0
+    assert detector.predict_mask(batch).dtype == bool
+
+
+def test_predict_proba_rejects_other_inputs(network: torch.nn.Module) -> None:
+    detector = Detector(network, TINY, version="test", device="cpu")
+    with pytest.raises(ValueError, match="uint8 RGB"):
+        detector.predict_proba(np.zeros((1, 32, 32, 3), np.float32))
+    with pytest.raises(ValueError, match="N x H x W x 3"):
+        detector.predict_proba(np.zeros((32, 32, 3), np.uint8))
+
+
+def test_save_and_load_give_the_same_predictions(network: torch.nn.Module, tmp_path: Path) -> None:
+    folder = save_detector(network, TINY, tmp_path / "det", metrics={"val_iou": 0.5}, data_version="v0123456789ab")
+    assert sorted(p.name for p in folder.iterdir()) == ["MODEL_CARD.md", "config.json", "metrics.json", "model.safetensors"]
+    record = json.loads((folder / "config.json").read_text())
+    assert record["encoder"] == "mobilenet_v2" and record["decoder_channels"] == [16, 16, 16, 16, 8]
+    card = (folder / "MODEL_CARD.md").read_text()
+    for expected in ("v0123456789ab", "val_iou", "0.5000", "## Intended use", "## Limitations"):
+        assert expected in card
+
+    loaded = load_detector(folder, device="cpu")
+    assert loaded.version == record["weights_sha256"]
+    batch = np.random.default_rng(1).integers(0, 256, (2, 45, 70, 3), dtype=np.uint8)
+    original = Detector(network, TINY, version="x", device="cpu").predict_proba(batch)
+    np.testing.assert_allclose(loaded.predict_proba(batch), original, atol=1e-6)
+
+    update_detector_metrics(folder, {"test_iou": 0.75})
+    assert json.loads((folder / "metrics.json").read_text()) == {"val_iou": 0.5, "test_iou": 0.75}
+    assert "test_iou" in (folder / "MODEL_CARD.md").read_text()
+
+
+def test_local_encoder_weights_are_loaded(network: torch.nn.Module, tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
+    weights = tmp_path / "encoder.safetensors"
+    save_file({k: v.contiguous() for k, v in network.encoder.state_dict().items()}, str(weights))
+    torch.manual_seed(123)  # a different random start, overwritten by the file
+    rebuilt = build_network(TINY, encoder_weights=weights)
+    for name, tensor in network.encoder.state_dict().items():
+        assert torch.equal(rebuilt.encoder.state_dict()[name], tensor), name
+
+    unrelated = tmp_path / "other.safetensors"
+    save_file({"not.a.layer": torch.zeros(3)}, str(unrelated))
+    with pytest.raises(DetectorError, match="same encoder"):
+        build_network(TINY, encoder_weights=unrelated)
+    with pytest.raises(DetectorError, match="does not exist"):
+        build_network(TINY, encoder_weights=tmp_path / "missing.pth")
+
+
+def test_loading_something_else_says_what_is_missing(tmp_path: Path) -> None:
+    with pytest.raises(DetectorError, match="model.safetensors and config.json"):
+        load_detector(tmp_path)
