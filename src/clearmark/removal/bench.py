@@ -106,18 +106,20 @@ def measure_model_load(settings: Settings, source: str, work: Path) -> dict[str,
 
 
 def naive_loop(settings: Settings, source: str, paths: list[Path], out_dir: Path) -> float:
-    """Images/s of the one-at-a-time loop: load, predict alone, inpaint, save."""
+    """Images/s of the one-at-a-time loop: load, predict alone (same precision as the pipeline), inpaint, save."""
     import numpy as np
     from PIL import Image, ImageOps
 
+    from clearmark.removal.detection import DetectionOptions, predict
     from clearmark.removal.inbox import get_cached_inpainter, get_detector
 
     detector, inpainter = get_detector(settings, source), get_cached_inpainter(settings, "telea")
+    options = DetectionOptions.for_detector(detector, settings)
     out_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     for path in paths:
-        rgb = np.asarray(ImageOps.exif_transpose(Image.open(path)).convert("RGB"))
-        mask = (detector.predict_proba(rgb[None])[0] > detector.config.threshold).astype(np.uint8) * 255
+        rgb = np.array(ImageOps.exif_transpose(Image.open(path)).convert("RGB"))
+        mask = (predict(detector, rgb[None], options)[0] > options.threshold).astype(np.uint8) * 255
         Image.fromarray(inpainter.inpaint(rgb, mask)).save(out_dir / path.name, "JPEG", quality=JPEG_QUALITY)
     return len(paths) / (time.perf_counter() - started)
 
@@ -177,6 +179,7 @@ def run_bench(
         "model_version": summary.get("model_version"),
         "architecture": f"{detector.config.architecture}/{detector.config.encoder}",
         "batch_size": settings.removal_batch_size,
+        "autocast": settings.removal_autocast,
         "end_to_end_images_per_s": round(e2e, 2),
         "pipeline_images_per_s": summary.get("images_per_s"),
         "naive_images_per_s": round(naive, 2),

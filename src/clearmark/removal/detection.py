@@ -13,6 +13,7 @@ upsampled back to the full image.  Larger images are cut into overlapping
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -37,7 +38,9 @@ class DetectionOptions:
     detect_side: int | None = None  # None: native resolution
     tile_above: int = 2048
     tile_side: int = 1024
-    batch_size: int = 8
+    batch_size: int = 4
+    # Run the network in bfloat16 (CPUs with native bf16) or float16 (CUDA): about 2x faster.
+    autocast: bool = True
     # Masks smaller than this share of the image are speckle, not a watermark.
     min_coverage: float = 1e-4
 
@@ -51,6 +54,7 @@ class DetectionOptions:
             tile_above=settings.removal_tile_above,
             tile_side=min(settings.removal_tile_above, 1024),
             batch_size=batch_size or settings.removal_batch_size,
+            autocast=settings.removal_autocast,
         )
 
 
@@ -65,6 +69,24 @@ class Detection:
     @property
     def found(self) -> bool:
         return self.coverage > 0
+
+
+def predict(detector: Detector, batch: np.ndarray, options: DetectionOptions) -> np.ndarray:
+    """``detector.predict_proba`` under reduced-precision autocast where the hardware has it."""
+    with _autocast(detector) if options.autocast else contextlib.nullcontext():
+        return detector.predict_proba(batch)
+
+
+def _autocast(detector: Detector) -> contextlib.AbstractContextManager[object]:
+    import torch
+
+    if detector.device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.float16)
+    # Emulated bf16 (no AVX512-BF16 / AMX) is slower than float32: only use native support.
+    native = getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)() or getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
+    if detector.device.type == "cpu" and native:
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 def working_shape(height: int, width: int, side: int | None) -> tuple[int, int]:
@@ -138,7 +160,7 @@ def detect_tiled(detector: Detector, rgb: np.ndarray, options: DetectionOptions)
     for start in range(0, len(corners), options.batch_size):
         group = corners[start : start + options.batch_size]
         batch = np.stack([rgb[t : t + tile, l : l + tile] for t, l in group])
-        for (t, l), proba in zip(group, detector.predict_proba(batch), strict=True):
+        for (t, l), proba in zip(group, predict(detector, batch, options), strict=True):
             total[t : t + tile, l : l + tile] += proba
             weight[t : t + tile, l : l + tile] += 1.0
     return total / weight
@@ -160,6 +182,6 @@ def detect_images(detector: Detector, images: list[np.ndarray], options: Detecti
         for start in range(0, len(members), options.batch_size):
             chunk = members[start : start + options.batch_size]
             batch = np.stack([resize_for_detector(images[i], options) for i in chunk])
-            for i, proba in zip(chunk, detector.predict_proba(batch), strict=True):
+            for i, proba in zip(chunk, predict(detector, batch, options), strict=True):
                 results[i] = probabilities_to_detection(proba, *images[i].shape[:2], options)
     return [r for r in results if r is not None]

@@ -30,6 +30,7 @@ from clearmark.removal.detection import (
     DetectionOptions,
     detect_tiled,
     needs_tiling,
+    predict,
     probabilities_to_detection,
     resize_for_detector,
 )
@@ -224,7 +225,7 @@ def _detect(run: _Run, detect_q: queue.Queue[Any], finish_q: queue.Queue[Any], d
     def flush(shape: tuple[int, ...]) -> None:
         batch = pending.pop(shape)
         started = time.perf_counter()
-        probabilities = run.detector.predict_proba(np.stack([i.detector_input for i in batch]))
+        probabilities = predict(run.detector, np.stack([i.detector_input for i in batch]), run.options)
         per_image = _ms(started) / len(batch)
         for item, proba in zip(batch, probabilities, strict=True):
             item.probabilities, item.detector_input = proba, None
