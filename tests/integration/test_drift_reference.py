@@ -120,6 +120,7 @@ def test_missing_reference_gets_a_clear_error(settings: Settings, store: ObjectS
         load_reference(settings, store, reference_key(DATASET, VERSION, "9"))
 
 
+@pytest.mark.slow  # logs a detector to MLflow and builds two Evidently reports: ~35 s on idle 2 cores
 def test_processed_inbox_item_is_compared_with_the_champion_reference(settings: Settings, store: ObjectStore, tmp_path: Path) -> None:
     publish_curated_version(store, count=8)
     detector = tiny_detector()
@@ -148,8 +149,13 @@ def test_processed_inbox_item_is_compared_with_the_champion_reference(settings: 
     assert (summary["n_current"], summary["n_reference"]) == (3, 6)  # 6 of the 8 curated images are training data
     assert "jpeg_quality" in summary["skipped_columns"]  # curated images are PNGs
     assert "width" in summary["drifted_columns"]  # 80 px wide batch vs 64 px training images
-    assert store.exists(settings.lake_bucket, reference_key(DATASET, VERSION, str(version)))
     assert store.exists(settings.reports_bucket, "drift/2026-11-22/photos.zip/report.html")
+    cached = store.head(settings.lake_bucket, reference_key(DATASET, VERSION, str(version)))
+    assert cached is not None
+
+    again = drift_report_for_batch(settings, result)  # a retry: same report, reference read from the cache
+    assert again["drift_share"] == summary["drift_share"]
+    assert store.head(settings.lake_bucket, reference_key(DATASET, VERSION, str(version)))["LastModified"] == cached["LastModified"]
 
 
 def test_failed_or_imageless_items_are_skipped_without_alert(settings: Settings, store: ObjectStore) -> None:

@@ -151,9 +151,14 @@ def load_reference(settings: Settings, store: ObjectStore, key: str) -> pd.DataF
 
 
 def champion_reference(settings: Settings, store: ObjectStore) -> str:
-    """Key of the reference for the current champion (built on first use)."""
-    from clearmark.model.detector import load_detector
+    """Key of the reference for the current champion; built on first use, else no model is loaded."""
+    from clearmark.model.detector import load_detector, resolve_model_version
 
     dataset, version = champion_training_data(settings)
-    detector = load_detector(f"models:/{settings.registered_model}@{CHAMPION_ALIAS}", settings)
+    name, model_version = resolve_model_version(f"models:/{settings.registered_model}@{CHAMPION_ALIAS}", settings)
+    key = reference_key(dataset, version, model_version)
+    if store.exists(settings.lake_bucket, key):
+        return key
+    # Pinned to the version number, so a promotion in between cannot mix two models.
+    detector = load_detector(f"models:/{name}/{model_version}", settings)
     return ensure_reference(settings, store, dataset, version, detector)
