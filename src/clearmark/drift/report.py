@@ -75,7 +75,7 @@ def _feature_table(frame: pd.DataFrame, what: str) -> pd.DataFrame:
     return frame[FEATURE_COLUMNS].astype("float64").replace([np.inf, -np.inf], np.nan)
 
 
-def _run_evidently(batch: pd.DataFrame, reference: pd.DataFrame, columns: list[str], drift_share: float) -> Any:
+def _run_evidently(batch: pd.DataFrame, reference: pd.DataFrame, columns: list[str], drift_share: float, archive: str, day: str) -> Any:
     """Run DataDriftPreset (on ``columns``) and DataSummaryPreset; returns the snapshot."""
     import warnings
 
@@ -90,7 +90,10 @@ def _run_evidently(batch: pd.DataFrame, reference: pd.DataFrame, columns: list[s
     with warnings.catch_warnings(), np.errstate(all="ignore"):
         warnings.simplefilter("ignore")
         return report.run(
-            Dataset.from_pandas(batch, data_definition=definition), Dataset.from_pandas(reference, data_definition=definition)
+            Dataset.from_pandas(batch, data_definition=definition),
+            Dataset.from_pandas(reference, data_definition=definition),
+            name=f"clearmark drift: {archive} ({day})",
+            metadata={"archive": archive, "date": day},
         )
 
 
@@ -132,7 +135,7 @@ def build_drift_report(
     if not columns:
         raise ValueError("No feature column has values in both the batch and the reference; check that both came from image_features.")
 
-    snapshot = _run_evidently(current, baseline, columns, settings.drift_share_threshold)
+    snapshot = _run_evidently(current, baseline, columns, settings.drift_share_threshold, archive, date)
     drift_share, drifted = _drift_results(snapshot.dict(), columns)
     bucket = settings.reports_bucket
     summary: dict[str, Any] = {
