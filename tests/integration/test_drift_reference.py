@@ -87,10 +87,11 @@ def test_reference_is_built_from_training_images_once_and_cached(settings: Setti
     assert detector.images_seen == 6  # the second call read the cache
 
 
-def test_champion_training_data_comes_from_the_champion_run_tags(settings: Settings) -> None:
+def test_champion_training_data_comes_from_the_champion_run_tags(settings: Settings, store: ObjectStore) -> None:
     client = MlflowClient(tracking_uri=settings.mlflow_tracking_uri)
     with pytest.raises(DriftReferenceError, match="champion"):
-        champion_training_data(settings)
+        champion_training_data(settings, store)
+    publish_curated_version(store, count=8)
 
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
     experiment = mlflow.set_experiment(settings.experiment)
@@ -100,19 +101,22 @@ def test_champion_training_data_comes_from_the_champion_run_tags(settings: Setti
     version = client.create_model_version(settings.registered_model, source=f"runs:/{run.info.run_id}/model", run_id=run.info.run_id)
     client.set_registered_model_alias(settings.registered_model, "champion", version.version)
 
-    assert champion_training_data(settings) == (DATASET, VERSION)
+    assert champion_training_data(settings, store) == (DATASET, VERSION)
 
 
-def test_untagged_champion_gets_a_clear_error(settings: Settings) -> None:
+def test_untagged_champion_is_compared_with_the_latest_configured_dataset(settings: Settings, store: ObjectStore) -> None:
     client = MlflowClient(tracking_uri=settings.mlflow_tracking_uri)
     experiment_id = client.create_experiment(settings.experiment)
-    run = client.create_run(experiment_id)
+    run = client.create_run(experiment_id, tags={"dataset_version": "trained-from-a-local-folder"})
     client.create_registered_model(settings.registered_model)
     version = client.create_model_version(settings.registered_model, source=f"runs:/{run.info.run_id}/model", run_id=run.info.run_id)
     client.set_registered_model_alias(settings.registered_model, "champion", version.version)
+    configured = settings.model_copy(update={"dataset": DATASET})
 
-    with pytest.raises(DriftReferenceError, match="dataset_version"):
-        champion_training_data(settings)
+    with pytest.raises(DriftReferenceError, match="clearmark etl run"):
+        champion_training_data(configured, store)  # nothing published yet: says what to run
+    publish_curated_version(store, count=8)
+    assert champion_training_data(configured, store) == (DATASET, VERSION)
 
 
 def test_missing_reference_gets_a_clear_error(settings: Settings, store: ObjectStore) -> None:

@@ -31,15 +31,21 @@ def reference_key(dataset: str, version: str, model_version: str) -> str:
     return f"features/{dataset}/{version}/reference-{model_version}.parquet"
 
 
-def champion_training_data(settings: Settings) -> tuple[str, str]:
+def champion_training_data(settings: Settings, store: ObjectStore) -> tuple[str, str]:
     """``(dataset, dataset_version)`` the champion detector was trained on.
 
     Read from the tags ``dataset`` and ``dataset_version`` of the run behind the model
     version that carries the ``champion`` alias (the model version's own tags are
-    used when the run lacks them).
+    used when the run lacks them).  A champion that names no published version (the
+    bundled baseline, trained from a local folder of the same synthetic generator, or a
+    model registered by hand) is compared with the latest published version of
+    ``settings.dataset``, and a warning says so.
     """
+    import logging
+
     from mlflow.exceptions import MlflowException
 
+    from clearmark.data.curate import DatasetNotFoundError, latest_version, published_versions
     from clearmark.model.registry import mlflow_client
 
     client = mlflow_client(settings)
@@ -55,12 +61,22 @@ def champion_training_data(settings: Settings) -> tuple[str, str]:
     tags = dict(model_version.tags or {})
     if model_version.run_id:
         tags = {**tags, **client.get_run(model_version.run_id).data.tags}
-    if not tags.get("dataset") or not tags.get("dataset_version"):
+    dataset, version = tags.get("dataset"), tags.get("dataset_version")
+    if dataset and version and version in published_versions(store, dataset):
+        return dataset, version
+    try:
+        fallback = latest_version(store, settings.dataset)
+    except DatasetNotFoundError as exc:
         raise DriftReferenceError(
-            f"Model {name!r} version {model_version.version} has no 'dataset' / 'dataset_version' tags on its run "
-            f"{model_version.run_id}; retrain it with the current trainer, which logs them, or pass --reference."
-        )
-    return tags["dataset"], tags["dataset_version"]
+            f"Model {name!r} version {model_version.version} names no published training data (dataset_version "
+            f"{version!r} of {dataset!r}) and dataset {settings.dataset!r} has no published version to compare with: "
+            "run the ETL (`clearmark etl run`), or pass --reference."
+        ) from exc
+    logging.getLogger(__name__).warning(
+        "Champion %s v%s names no published training data (%r/%r); drift is measured against %s/%s.",
+        name, model_version.version, dataset, version, settings.dataset, fallback,
+    )  # fmt: skip
+    return settings.dataset, fallback
 
 
 def _sample_rows(manifest: pd.DataFrame, sample_size: int) -> pd.DataFrame:
@@ -154,7 +170,7 @@ def champion_reference(settings: Settings, store: ObjectStore) -> str:
     """Key of the reference for the current champion; built on first use, else no model is loaded."""
     from clearmark.model.detector import load_detector, resolve_model_version
 
-    dataset, version = champion_training_data(settings)
+    dataset, version = champion_training_data(settings, store)
     name, model_version = resolve_model_version(f"models:/{settings.registered_model}@{CHAMPION_ALIAS}", settings)
     key = reference_key(dataset, version, model_version)
     if store.exists(settings.lake_bucket, key):
