@@ -191,6 +191,9 @@ def test_remove_command_cleans_a_zip_with_a_saved_detector_folder(tmp_path, monk
     assert _read_output(tmp_path / "out.zip") == _members()  # nothing found: every member byte-identical
     bad = runner.invoke(app, ["remove", str(tmp_path / "out.zip.report.csv"), str(tmp_path / "x.zip"), "--model", str(model)])
     assert bad.exit_code == 2 and "not a zip, tar or tar.gz" in bad.output
+    no_model = runner.invoke(app, ["remove", str(source), str(tmp_path / "y.zip"), "--model", str(tmp_path)])
+    assert no_model.exit_code == 1 and "is not a detector folder" in no_model.output
+    assert not (tmp_path / "y.zip").exists()
     get_settings.cache_clear()
 
 

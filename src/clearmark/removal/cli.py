@@ -26,9 +26,12 @@ def remove(
     batch_size: Annotated[int | None, typer.Option(min=1, help="Detector batch size.")] = None,
 ) -> None:
     """Detect and inpaint watermarks in every image of INPUT; write OUTPUT plus its report files."""
+    from clearmark.model.detector import DetectorError
     from clearmark.removal.archive import ArchiveError
     from clearmark.removal.inbox import run_removal
+    from clearmark.removal.inpaint import DiffusersModelNotFoundError, UnknownInpainterError
     from clearmark.settings import get_settings
+    from clearmark.storage import StorageError
 
     settings = get_settings()
     try:
@@ -39,6 +42,10 @@ def remove(
     except ArchiveError as exc:
         typer.secho(f"Cannot process {input_path}: {exc}", fg=typer.colors.RED, err=True)
         raise typer.Exit(2) from exc
+    except (DetectorError, StorageError, UnknownInpainterError, DiffusersModelNotFoundError) as exc:
+        # No champion yet, registry down, or an inpainter without its model: say what to fix.
+        typer.secho(f"Cannot start the removal: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1) from exc
     summary = outputs.report.summary()
     typer.echo(
         f"{summary['status']}: {summary['counts']} in {summary['duration_s']} s ({summary['images_per_s']} images/s), "

@@ -62,7 +62,8 @@ def get_detector(settings: Settings, model: str | None = None) -> Detector:
         key = (settings.mlflow_tracking_uri, source)
     else:
         folder = Path(source).resolve()
-        key = (str(folder), str((folder / "model.safetensors").stat().st_mtime_ns) if folder.is_dir() else "")
+        weights = folder / "model.safetensors"
+        key = (str(folder), str(weights.stat().st_mtime_ns) if weights.is_file() else "")  # a rewritten folder reloads
     with _LOCK:
         if key not in _DETECTORS:
             _DETECTORS[key] = load_detector(source, settings)
