@@ -1,0 +1,117 @@
+"""Training against the REAL MLflow server of tests/conftest.py, on tiny synthetic sets (CPU)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from clearmark.data.synth import generate_synthetic
+from clearmark.model.data import DatasetError
+from clearmark.model.promotion import register_run_model
+from clearmark.model.registry import mlflow_client
+from clearmark.model.train import TrainConfig, TrainingError, train
+from clearmark.settings import Settings
+
+pytestmark = pytest.mark.integration
+TINY = {"architecture": "Unet", "encoder": "mobilenet_v2", "decoder_channels": [16, 16, 16, 16, 8], "image_size": 64, "batch_size": 4}
+TINY_CLI = ["--encoder", "mobilenet_v2", "--decoder-channels", "16,16,16,16,8", "--image-size", "64", "--batch-size", "4", "--threads", "1"]
+
+
+@pytest.fixture(scope="module")
+def synth_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("train-synth")
+    generate_synthetic(folder, 40, 11, size=64, progress=False)
+    return folder
+
+
+def _cli(settings: Settings, *args: str) -> subprocess.Popen[str]:
+    env = {**os.environ, "CLEARMARK_HOME": str(settings.home), "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-m", "clearmark.cli", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.mark.slow
+def test_cli_trains_logs_to_mlflow_and_pyfunc_loads_at_any_size(settings: Settings, synth_folder: Path) -> None:
+    process = _cli(settings, "train", "--data-dir", str(synth_folder), "--epochs", "2", "--run-name", "cli-test", *TINY_CLI)
+    stdout, stderr = process.communicate(timeout=600)
+    assert process.returncode == 0, stderr[-3000:]
+    result = json.loads(stdout.strip().splitlines()[-1])  # the DAG reads the last line
+    assert set(result) == {"run_id", "model_uri", "best_val_iou"}
+    assert 0.0 <= result["best_val_iou"] <= 1.0
+
+    client = mlflow_client(settings)
+    run = client.get_run(result["run_id"])
+    assert run.info.status == "FINISHED"
+    assert run.data.params["encoder"] == "mobilenet_v2" and run.data.params["epochs"] == "2"
+    assert run.data.tags["dataset"] == "synthetic" and run.data.tags["dataset_version"].startswith("local-")
+    assert len(run.data.tags["manifest_sha256"]) == 64 and run.data.tags["system.torch"]
+    for metric in ("train_loss", "val_iou", "val_dice", "val_precision", "val_recall", "learning_rate"):
+        assert [m.step for m in client.get_metric_history(run.info.run_id, metric)] == [1, 2], metric
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)} | {a.path for a in client.list_artifacts(run.info.run_id, "export")}
+    assert {"config", "export/model.safetensors", "export/config.json", "export/MODEL_CARD.md", "export/metrics.json"} <= artifacts
+    images = {a.path for a in client.list_artifacts(run.info.run_id, "images")} | {a.path for a in client.list_artifacts(run.info.run_id, "samples")}
+    assert any("predictions" in path for path in images), images
+
+    # Registered with the champion alias, the pyfunc predicts at a size it never trained on, in another process.
+    version = register_run_model(settings, result["run_id"])
+    assert register_run_model(settings, result["run_id"]) == version  # a retried task reuses it
+    client.set_registered_model_alias(settings.registered_model, "champion", version)
+    probe = (
+        "import mlflow, numpy as np; "
+        f"m = mlflow.pyfunc.load_model('models:/{settings.registered_model}@champion'); "
+        "out = m.predict(np.random.default_rng(0).integers(0, 256, (2, 77, 131, 3), dtype=np.uint8)); "
+        "print(out.shape, out.dtype, float(out.min()) >= 0.0, float(out.max()) <= 1.0)"
+    )
+    loaded = subprocess.run([sys.executable, "-c", probe], env={**os.environ, "MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri}, capture_output=True, text=True, timeout=300)
+    assert loaded.returncode == 0, loaded.stderr[-3000:]
+    assert loaded.stdout.strip().splitlines()[-1] == "(2, 77, 131) float32 True True"
+
+    # The removal pipeline's loader caches by version: the second load skips the download.
+    from clearmark.model.detector import load_detector
+
+    load_detector(f"models:/{settings.registered_model}@champion", settings)
+    started = time.monotonic()
+    detector = load_detector(f"models:/{settings.registered_model}@champion", settings)
+    assert time.monotonic() - started <= 2.0
+    assert detector.version == version
+    assert (settings.cache_dir / "models" / settings.registered_model / version / "model.safetensors").is_file()
+
+
+@pytest.mark.slow
+def test_interrupted_training_resumes_in_the_same_run(settings: Settings, synth_folder: Path, tmp_path: Path) -> None:
+    checkpoints = tmp_path / "ckpt"
+    process = _cli(settings, "train", "--data-dir", str(synth_folder), "--epochs", "4", "--checkpoint-dir", str(checkpoints), *TINY_CLI)
+    deadline = time.monotonic() + 600
+    while not (checkpoints / "last.pt").exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    process.kill()  # interrupted after (at least) one epoch
+    process.communicate()
+    import torch
+
+    saved = torch.load(checkpoints / "last.pt", weights_only=False)
+    assert (checkpoints / "best" / "model.safetensors").is_file()
+
+    result = train(settings, TrainConfig(data_dir=synth_folder, epochs=4, resume=checkpoints / "last.pt", **TINY))
+    assert result["run_id"] == saved["run_id"]
+    history = mlflow_client(settings).get_metric_history(result["run_id"], "val_iou")
+    assert {m.step for m in history} == {1, 2, 3, 4}
+    assert torch.load(checkpoints / "last.pt", weights_only=False)["epoch"] == 3
+
+
+def test_diverging_loss_stops_with_a_clear_error(settings: Settings, synth_folder: Path) -> None:
+    with pytest.raises(TrainingError, match="diverged.*Lower --learning-rate"):
+        train(settings, TrainConfig(data_dir=synth_folder, epochs=1, learning_rate=1e30, scheduler="cosine", run_name="nan", **TINY))
+    runs = mlflow_client(settings).search_runs([mlflow_client(settings).get_experiment_by_name(settings.experiment).experiment_id])
+    assert [r.info.status for r in runs if r.info.run_name == "nan"] == ["FAILED"]
+
+
+def test_missing_dataset_version_is_a_clear_error(settings: Settings, store: object) -> None:
+    with pytest.raises(DatasetError, match="not published"):
+        train(settings, TrainConfig(dataset="synthetic", dataset_version="v0123456789ab", epochs=1, **TINY))
+    with pytest.raises(DatasetError, match="no published version"):
+        train(settings, TrainConfig(dataset="synthetic", dataset_version="latest", epochs=1, **TINY))
