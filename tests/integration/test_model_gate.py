@@ -1,0 +1,134 @@
+"""Quality gate and promotion against the REAL MLflow server of tests/conftest.py.
+
+Models of known quality without training: the test split's masks cover 90 % of every
+image, so a network whose output is constant "watermark" scores IoU 0.90, one that
+says "no watermark" scores 0, and the same random network with its output bias set
+to call ~95 % of pixels watermark lands in between (above the thresholds, below 0.90).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from clearmark.model.detector import Detector, DetectorConfig, build_network, save_detector
+from clearmark.model.promotion import ensure_baseline_champion, gate_candidate, promote, reject
+from clearmark.model.registry import MODEL_URI_TAG, log_detector_model, mlflow_client, use_tracking_server
+from clearmark.settings import Settings
+
+pytestmark = pytest.mark.integration
+CONFIG = DetectorConfig(architecture="Unet", encoder="mobilenet_v2", image_size=64, decoder_channels=[16, 16, 16, 16, 8])
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """30 pairs in the `clearmark synth` layout; every mask covers all but a 10 % strip."""
+    folder = tmp_path_factory.mktemp("gate-data")
+    rng = np.random.default_rng(0)
+    mask = np.full((40, 50), 255, np.uint8)
+    mask[:4] = 0  # 4 of 40 rows: coverage 0.90
+    for part in ("watermarked", "masks"):
+        (folder / part).mkdir()
+    for index in range(30):
+        Image.fromarray(rng.integers(0, 256, (40, 50, 3), dtype=np.uint8)).save(folder / "watermarked" / f"synth_{index:05d}.png")
+        Image.fromarray(mask).save(folder / "masks" / f"synth_{index:05d}.png")
+    return folder
+
+
+def _network(kind: str, data_dir: Path) -> torch.nn.Module:
+    torch.manual_seed(7)
+    network = build_network(CONFIG).eval()
+    head = network.segmentation_head[0]
+    if kind in {"all", "none"}:
+        torch.nn.init.zeros_(head.weight)
+        torch.nn.init.constant_(head.bias, 10.0 if kind == "all" else -10.0)
+        return network
+    # "most": shift the output so that ~95 % of the test pixels are called watermark.
+    images = np.stack([np.asarray(Image.open(p)) for p in sorted((data_dir / "watermarked").iterdir())[:8]])
+    probabilities = Detector(network, CONFIG, "probe", device="cpu").predict_proba(images).astype(np.float64)
+    logits = np.log(np.clip(probabilities, 1e-7, 1 - 1e-7) / np.clip(1 - probabilities, 1e-7, 1))
+    with torch.no_grad():
+        head.bias -= float(np.quantile(logits, 0.05))
+    return network
+
+
+def _candidate_run(settings: Settings, data_dir: Path, kind: str, tmp_path: Path) -> str:
+    """An MLflow run shaped like a training run's: data tags plus the logged pyfunc."""
+    import mlflow
+
+    folder = save_detector(_network(kind, data_dir), CONFIG, tmp_path / f"det-{kind}", data_version="local-test")
+    use_tracking_server(settings)
+    mlflow.set_experiment(settings.experiment)
+    with mlflow.start_run(run_name=kind) as run:
+        mlflow.set_tags({"dataset": "synthetic", "dataset_version": "local-test", "data_location": str(data_dir)})
+        mlflow.set_tag(MODEL_URI_TAG, log_detector_model(folder))
+    return run.info.run_id
+
+
+def _aliases(settings: Settings) -> dict[str, str]:
+    return {alias: str(v) for alias, v in mlflow_client(settings).get_registered_model(settings.registered_model).aliases.items()}
+
+
+def test_first_then_better_model_are_promoted(settings: Settings, data_dir: Path, tmp_path: Path) -> None:
+    weak = gate_candidate(settings, _candidate_run(settings, data_dir, "none", tmp_path))
+    assert not weak["passed"] and weak["champion"] is None
+    assert any(reason.startswith("recall 0.0000 is below") for reason in weak["reasons"])
+    reject(settings, weak)
+    assert _aliases(settings) == {"challenger": weak["candidate"]["version"]}
+    # Make that weak model the champion (as if promoted long ago under an older gate).
+    mlflow_client(settings).delete_registered_model_alias(settings.registered_model, "challenger")
+    mlflow_client(settings).set_registered_model_alias(settings.registered_model, "champion", weak["candidate"]["version"])
+
+    good_run = _candidate_run(settings, data_dir, "all", tmp_path)
+    decision = gate_candidate(settings, good_run)
+    assert decision["passed"], decision["reasons"]
+    assert decision["candidate"]["iou"] == pytest.approx(0.9) and decision["candidate"]["quality"] == "EXCELLENT"
+    assert decision["champion"]["version"] == weak["candidate"]["version"] and decision["champion"]["iou"] == 0.0
+    outcome = promote(settings, decision)
+    assert outcome["champion"] == decision["candidate"]["version"] and outcome["previous"] == weak["candidate"]["version"]
+    assert _aliases(settings) == {"champion": decision["candidate"]["version"], "previous": weak["candidate"]["version"]}
+    logged = mlflow_client(settings).download_artifacts(good_run, "gate/decision.json")
+    assert '"passed": true' in Path(logged).read_text()
+    assert mlflow_client(settings).get_run(good_run).data.metrics["test_iou"] == pytest.approx(0.9)
+
+
+def test_first_model_passing_thresholds_is_promoted(settings: Settings, data_dir: Path, tmp_path: Path) -> None:
+    decision = gate_candidate(settings, _candidate_run(settings, data_dir, "all", tmp_path))
+    assert decision["passed"] and decision["champion"] is None
+    assert "no champion yet" in decision["reasons"][0]
+    assert promote(settings, decision)["previous"] is None
+    assert _aliases(settings) == {"champion": decision["candidate"]["version"]}
+
+
+def test_worse_model_above_thresholds_is_not_promoted(settings: Settings, data_dir: Path, tmp_path: Path) -> None:
+    champion = gate_candidate(settings, _candidate_run(settings, data_dir, "all", tmp_path))
+    promote(settings, champion)
+    decision = gate_candidate(settings, _candidate_run(settings, data_dir, "most", tmp_path))
+    candidate = decision["candidate"]
+    assert all(candidate[m] >= t for m, t in decision["thresholds"].items()), candidate  # good enough alone...
+    assert candidate["iou"] < decision["champion"]["iou"]  # ...but worse than the champion
+    assert not decision["passed"]
+    assert decision["reasons"] == [f"iou {candidate['iou']:.4f} is worse than the champion's 0.9000 (version {champion['candidate']['version']}) on the same split"]
+    outcome = reject(settings, decision)
+    assert outcome["champion"] == champion["candidate"]["version"]
+    assert _aliases(settings) == {"champion": champion["candidate"]["version"], "challenger": candidate["version"]}
+    version = mlflow_client(settings).get_model_version(settings.registered_model, candidate["version"])
+    assert version.tags["gate"] == "rejected" and "worse than the champion" in version.description
+    with pytest.raises(RuntimeError, match="Refusing to promote"):
+        promote(settings, decision)
+
+
+def test_bundled_baseline_becomes_the_first_champion_once(settings: Settings, tmp_path: Path) -> None:
+    baseline = save_detector(_network("all", tmp_path), CONFIG, tmp_path / "baseline", metrics={"test_iou": 0.9}, data_version="local-test")
+    configured = settings.model_copy(update={"baseline_dir": baseline})
+    version = ensure_baseline_champion(configured)
+    assert version is not None and _aliases(configured) == {"champion": version}
+    assert ensure_baseline_champion(configured) is None  # idempotent
+    assert len(mlflow_client(settings).search_model_versions(f"name='{settings.registered_model}'")) == 1
+    from clearmark.model.detector import load_detector
+
+    assert load_detector(f"models:/{settings.registered_model}@champion", settings).config == CONFIG
