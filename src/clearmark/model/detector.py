@@ -235,6 +235,10 @@ def save_detector(
         (tmp / CONFIG_FILE).write_text(json.dumps(record, indent=2) + "\n")
         (tmp / METRICS_FILE).write_text(json.dumps(metrics or {}, indent=2, sort_keys=True) + "\n")
         (tmp / CARD_FILE).write_text(_model_card(config, metrics or {}, data_version, weights_sha256))
+        # mkdtemp makes a private folder; a detector is meant to be shared (containers, other users).
+        tmp.chmod(0o755)
+        for file in tmp.iterdir():
+            file.chmod(0o644)
         if out.exists():
             shutil.rmtree(out)
         os.replace(tmp, out)
