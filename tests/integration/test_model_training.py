@@ -115,3 +115,16 @@ def test_missing_dataset_version_is_a_clear_error(settings: Settings, store: obj
         train(settings, TrainConfig(dataset="synthetic", dataset_version="v0123456789ab", epochs=1, **TINY))
     with pytest.raises(DatasetError, match="no published version"):
         train(settings, TrainConfig(dataset="synthetic", dataset_version="latest", epochs=1, **TINY))
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_train_one_run(settings: Settings, synth_folder: Path) -> None:
+    """DDP on CPU (gloo): both ranks train, only rank 0 logs and prints the result line."""
+    env = {**os.environ, "CLEARMARK_HOME": str(settings.home), "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "clearmark.cli", "train"]
+    done = subprocess.run([*command, "--data-dir", str(synth_folder), "--epochs", "1", *TINY_CLI], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = [line for line in done.stdout.splitlines() if line.startswith('{"run_id"')]
+    assert len(results) == 1
+    run = mlflow_client(settings).get_run(json.loads(results[0])["run_id"])
+    assert run.data.tags["system.world_size"] == "2" and run.info.status == "FINISHED"
