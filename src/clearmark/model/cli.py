@@ -101,6 +101,7 @@ def evaluate_command(
     split: Annotated[str, typer.Option(help="train, val or test.")] = "test",
     run_id: Annotated[str | None, typer.Option(help="MLflow run that receives the JSON report (default: the run of a runs:/ URI).")] = None,
     output: Annotated[Path | None, typer.Option(help="Also write the JSON report to this file.")] = None,
+    record: Annotated[bool, typer.Option(help="Write the split's metrics into the detector folder's metrics.json and model card.")] = False,
     threads: Annotated[int | None, typer.Option(help="torch CPU threads.")] = None,
 ) -> None:
     """Evaluate a detector on one split: IoU, Dice, precision, recall, accuracy, per-image IoU, quality label."""
@@ -126,6 +127,13 @@ def evaluate_command(
         raise _fail(exc) from exc
     if output:
         output.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    if record:
+        from clearmark.model.detector import update_detector_metrics
+
+        if not model or not Path(model).is_dir():
+            raise _fail(ValueError("--record needs --model to be a local detector folder."))
+        names = ("iou", "dice", "precision", "recall", "accuracy", "images", "quality", "dataset_version")
+        update_detector_metrics(model, {f"{split}_{name}": report[name] for name in names})
     _print_result(report)
 
 
