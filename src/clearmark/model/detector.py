@@ -317,7 +317,7 @@ def resolve_model_version(uri: str, settings: Settings) -> tuple[str, str]:
 
 
 def load_detector(source: str | Path, settings: Settings | None = None, *, device: str | None = None) -> Detector:
-    """Load a detector from a folder, a ``models:/`` URI or a ``runs:/`` URI.
+    """Load a detector from a folder, a ``models:/`` URI (registry or MLflow 3 ``m-`` id) or a ``runs:/`` URI.
 
     Registry downloads are cached under ``settings.cache_dir/models/<name>/<version>``
     (runs under ``.../models/runs/<run_id>/<path>``), so loading the same version again
@@ -330,6 +330,10 @@ def load_detector(source: str | Path, settings: Settings | None = None, *, devic
     from clearmark.settings import get_settings
 
     settings = settings or get_settings()
+    if text.startswith("models:/m-"):  # an MLflow 3 logged model, not (yet) registered
+        model_id = text.removeprefix("models:/")
+        folder = _cached_download(text, settings.cache_dir / "models" / "logged" / model_id, settings.mlflow_tracking_uri)
+        return _load_folder(folder, model_id, device)
     if text.startswith("models:/"):
         name, version = resolve_model_version(text, settings)
         folder = _cached_download(f"models:/{name}/{version}", settings.cache_dir / "models" / name / version, settings.mlflow_tracking_uri)

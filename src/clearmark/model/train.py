@@ -13,7 +13,7 @@ import os
 import platform
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     import torch
 
     from clearmark.model.data import TrainingData
-    from clearmark.model.detector import Detector
+    from clearmark.model.detector import Detector, DetectorConfig
     from clearmark.settings import Settings
 
 SAMPLE_GRID_IMAGES = 4
@@ -57,9 +57,9 @@ class TrainConfig:
     checkpoint_dir: Path | None = None
     max_val_images: int = 256  # validation each epoch looks at this many val pairs at most
     run_name: str | None = None
-    extra_tags: dict[str, str] = field(default_factory=dict)
 
-    def detector_config(self) -> Any:
+    def detector_config(self) -> DetectorConfig:
+        """The detector part of this config, checked."""
         from clearmark.model.detector import DetectorConfig
 
         return DetectorConfig(self.architecture, self.encoder, self.image_size, self.threshold, self.decoder_channels).validate()
@@ -190,6 +190,52 @@ def _loss_fn() -> Any:
     return lambda logits, target: dice(logits, target) + bce(logits, target)
 
 
+def _train_epoch(
+    model: torch.nn.Module,
+    loader: Any,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    scaler: Any,
+    loss_fn: Any,
+    device: torch.device,
+    epoch: int,
+    epochs: int,
+    show_progress: bool,
+) -> tuple[float, float, int]:
+    """One pass over the training loader: (mean loss, pixel IoU of the batches, images seen)."""
+    import torch
+    from tqdm import tqdm
+
+    model.train()
+    use_amp = device.type == "cuda"
+    seen, loss_sum, tp, fp, fn = 0, 0.0, 0, 0, 0
+    bar = tqdm(loader, desc=f"epoch {epoch + 1}/{epochs}", unit="batch", disable=not show_progress)
+    for step, (images, masks) in enumerate(bar):
+        images, masks = images.to(device, non_blocking=True), masks.to(device, non_blocking=True)
+        with torch.autocast(device.type, enabled=use_amp):
+            logits = model(images)
+            loss = loss_fn(logits.float(), masks)
+        if not torch.isfinite(loss):
+            raise TrainingError(
+                f"Loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}: training diverged. "
+                "Lower --learning-rate (e.g. by 10x) and check the dataset's masks."
+            )
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        scheduler.step()
+        with torch.no_grad():
+            predicted, truth = logits.detach() > 0, masks > 0.5
+            tp += int((predicted & truth).sum())
+            fp += int((predicted & ~truth).sum())
+            fn += int((~predicted & truth).sum())
+        seen += len(images)
+        loss_sum += loss.item() * len(images)
+        bar.set_postfix(loss=f"{loss.item():.4f}")
+    return loss_sum / max(1, seen), tp / max(1, tp + fp + fn), seen
+
+
 def train(settings: Settings, config: TrainConfig) -> dict[str, Any]:
     """Train, validate each epoch, keep the best checkpoint by validation IoU, log to MLflow.
 
@@ -201,7 +247,6 @@ def train(settings: Settings, config: TrainConfig) -> dict[str, Any]:
     import torch.distributed as dist
     from torch.utils.data import DataLoader
     from torch.utils.data.distributed import DistributedSampler
-    from tqdm import tqdm
 
     from clearmark.model.data import PairDataset, iter_pairs, load_training_data, train_augmentations
     from clearmark.model.detector import Detector, build_network, load_detector, save_detector
@@ -244,8 +289,7 @@ def train(settings: Settings, config: TrainConfig) -> dict[str, Any]:
         scheduler: Any = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.learning_rate, total_steps=config.epochs * steps_per_epoch)
     else:
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs * steps_per_epoch)
-    use_amp = device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
     loss_fn = _loss_fn()
 
     start_epoch, best_iou, stale_epochs, run_id = 0, -1.0, 0, None
@@ -266,7 +310,7 @@ def train(settings: Settings, config: TrainConfig) -> dict[str, Any]:
         checkpoint_dir = Path(config.resume).parent if config.resume else Path(config.checkpoint_dir or settings.home / "checkpoints" / run_id)
         checkpoint_dir.mkdir(parents=True, exist_ok=True)
         if config.resume is None:
-            params = {k: v for k, v in asdict(config).items() if k not in {"extra_tags", "resume"}}
+            params = {k: v for k, v in asdict(config).items() if k != "resume"}
             mlflow.log_params({**params, "dataset": data.dataset, "dataset_version": data.version, "train_images": len(train_rows), "val_images": len(val_rows)})
             mlflow.set_tags(
                 {
@@ -276,43 +320,18 @@ def train(settings: Settings, config: TrainConfig) -> dict[str, Any]:
                     "data_location": data.location,
                     "checkpoint_dir": str(checkpoint_dir),
                     **{f"system.{k}": v for k, v in system_info(device, world.world_size).items()},
-                    **config.extra_tags,
                 }
             )
             mlflow.log_dict(json.loads(json.dumps(asdict(config), default=str)), "config/train_config.json")
         print(f"MLflow run {run_id}; checkpoints in {checkpoint_dir}", flush=True)
 
+    val_names = ("iou", "dice", "precision", "recall", "accuracy")
     try:
         for epoch in range(start_epoch, config.epochs):
             if sampler is not None:
                 sampler.set_epoch(epoch)
-            model.train()
-            started, seen, loss_sum = time.monotonic(), 0, 0.0
-            tp = fp = fn = 0
-            bar = tqdm(loader, desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch", disable=not world.is_main)
-            for step, (images, masks) in enumerate(bar):
-                images, masks = images.to(device, non_blocking=True), masks.to(device, non_blocking=True)
-                with torch.autocast(device.type, enabled=use_amp):
-                    logits = model(images)
-                    loss = loss_fn(logits.float(), masks)
-                if not torch.isfinite(loss):
-                    raise TrainingError(
-                        f"Loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}: training diverged. "
-                        "Lower --learning-rate (e.g. by 10x) and check the dataset's masks."
-                    )
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-                scheduler.step()
-                with torch.no_grad():
-                    predicted, truth = logits.detach() > 0, masks > 0.5
-                    tp += int((predicted & truth).sum())
-                    fp += int((predicted & ~truth).sum())
-                    fn += int((~predicted & truth).sum())
-                seen += len(images)
-                loss_sum += loss.item() * len(images)
-                bar.set_postfix(loss=f"{loss.item():.4f}")
+            started = time.monotonic()
+            train_loss, train_iou, seen = _train_epoch(model, loader, optimizer, scheduler, scaler, loss_fn, device, epoch, config.epochs, world.is_main)
             elapsed = time.monotonic() - started
 
             stop = torch.zeros(1, device=device)
@@ -321,9 +340,9 @@ def train(settings: Settings, config: TrainConfig) -> dict[str, Any]:
                 live = Detector(network, detector_config, version="training", device=str(device))
                 val = evaluate_pairs(live, iter_pairs(data, val_rows), progress=False)
                 epoch_metrics = {
-                    "train_loss": loss_sum / max(1, seen),
-                    "train_iou": tp / max(1, tp + fp + fn),
-                    **{f"val_{k}": val[k] for k in ("iou", "dice", "precision", "recall", "accuracy")},
+                    "train_loss": train_loss,
+                    "train_iou": train_iou,
+                    **{f"val_{k}": val[k] for k in val_names},
                     "learning_rate": optimizer.param_groups[0]["lr"],
                     "images_per_second": seen * world.world_size / max(elapsed, 1e-9),
                 }
@@ -331,7 +350,7 @@ def train(settings: Settings, config: TrainConfig) -> dict[str, Any]:
                 print(json.dumps({"epoch": epoch + 1, **{k: round(v, 5) for k, v in epoch_metrics.items()}}), flush=True)
                 if val["iou"] > best_iou + 1e-4:
                     best_iou, stale_epochs = val["iou"], 0
-                    best_metrics = {**{f"val_{k}": val[k] for k in ("iou", "dice", "precision", "recall", "accuracy")}, "epoch": epoch + 1}
+                    best_metrics = {**{f"val_{k}": val[k] for k in val_names}, "epoch": epoch + 1}
                     save_detector(network, detector_config, checkpoint_dir / "best", metrics=best_metrics, data_version=data.version)
                 else:
                     stale_epochs += 1
@@ -356,14 +375,20 @@ def train(settings: Settings, config: TrainConfig) -> dict[str, Any]:
                 dist.broadcast(stop, src=0)  # every rank stops together
             if stop.item():
                 break
-    except TrainingError:
-        if world.is_main:
+
+        if not world.is_main:
+            return {}
+        assert checkpoint_dir is not None
+        best_dir = checkpoint_dir / "best"
+        best = load_detector(best_dir, device=str(device))
+        mlflow.log_image(sample_grid(best, data, val_rows), "samples/predictions.png")
+        model_uri = log_detector_model(best_dir)
+        mlflow.set_tags({"best_val_iou": f"{best_iou:.4f}", MODEL_URI_TAG: model_uri})
+        mlflow.end_run()
+    except BaseException as exc:
+        if world.is_main and mlflow.active_run() is not None:
             mlflow.end_run("FAILED")
-        raise
-    except (RuntimeError, MemoryError) as exc:
-        if world.is_main:
-            mlflow.end_run("FAILED")
-        if _is_out_of_memory(exc):
+        if isinstance(exc, RuntimeError | MemoryError) and not isinstance(exc, TrainingError) and _is_out_of_memory(exc):
             raise TrainingError(
                 f"Out of memory with batch size {config.batch_size} at {config.image_size} px on {device}: "
                 "retry with a smaller --batch-size or --image-size."
@@ -372,16 +397,5 @@ def train(settings: Settings, config: TrainConfig) -> dict[str, Any]:
     finally:
         if world.world_size > 1:
             dist.destroy_process_group()
-
-    if not world.is_main:
-        return {}
-    assert checkpoint_dir is not None
-    best_dir = checkpoint_dir / "best"
-    best = load_detector(best_dir, device=str(device))
-    grid = sample_grid(best, data, val_rows)
-    mlflow.log_image(grid, "samples/predictions.png")
-    model_uri = log_detector_model(best_dir)
-    mlflow.set_tags({"best_val_iou": f"{best_iou:.4f}", MODEL_URI_TAG: model_uri})
-    mlflow.end_run()
     return {"run_id": run_id, "model_uri": model_uri, "best_val_iou": best_iou, "export_dir": str(best_dir), "dataset_version": data.version}
 
