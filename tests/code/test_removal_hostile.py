@@ -10,10 +10,8 @@ import pytest
 
 from clearmark.removal.archive import ArchiveError, Limits
 from clearmark.removal.detection import DetectionOptions
-from clearmark.removal.inpaint import get_inpainter
 from clearmark.removal.pipeline import remove_watermarks, sidecar
-from clearmark.settings import Settings
-from tests.support.hostile_archives import Case, build_corpus, watermarked_jpeg, white_mark_detector
+from tests.support.hostile_archives import Case, build_corpus, watermarked_jpeg
 
 OPTIONS = DetectionOptions(threshold=0.5, dilate_px=1, detect_side=64, batch_size=4)
 
@@ -24,16 +22,6 @@ def _tree(root: Path) -> set[str]:
     for folder, dirs, files in os.walk(root):
         found.update(os.path.join(folder, name) for name in dirs + files)
     return found
-
-
-@pytest.fixture(scope="module")
-def detector():
-    return white_mark_detector()
-
-
-@pytest.fixture(scope="module")
-def inpainter(tmp_path_factory: pytest.TempPathFactory):
-    return get_inpainter("telea", Settings(home=tmp_path_factory.mktemp("home")))
 
 
 @pytest.fixture(scope="module")

@@ -18,22 +18,10 @@ from typer.testing import CliRunner
 from clearmark.drift.features import FEATURE_COLUMNS
 from clearmark.removal.detection import DetectionOptions, detect_images, tiles, working_shape
 from clearmark.removal.imageio import decode_image, from_upright
-from clearmark.removal.inpaint import get_inpainter
 from clearmark.removal.pipeline import remove_watermarks, sidecar
-from clearmark.settings import Settings
-from tests.support.hostile_archives import clean_rgb, encode, tiny_detector_folder, watermarked_rgb, white_mark_detector
+from tests.support.hostile_archives import clean_rgb, encode, tiny_detector_folder, watermarked_rgb
 
 OPTIONS = DetectionOptions(threshold=0.5, dilate_px=3, batch_size=3)  # native resolution, the default
-
-
-@pytest.fixture(scope="module")
-def detector():
-    return white_mark_detector()
-
-
-@pytest.fixture(scope="module")
-def inpainter(tmp_path_factory: pytest.TempPathFactory):
-    return get_inpainter("telea", Settings(home=tmp_path_factory.mktemp("home")))
 
 
 def _white(rgb: np.ndarray) -> np.ndarray:

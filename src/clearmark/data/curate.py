@@ -77,6 +77,20 @@ class CurateResult:
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @classmethod
+    def from_tables(cls, dataset: str, version: str, location: str, rows: int, rejects: pd.DataFrame, **flags: bool) -> CurateResult:
+        """Summary of a version from its row count and its rejects table."""
+        return cls(
+            dataset=dataset,
+            version=version,
+            prefix=location,
+            rows=rows,
+            rejects=len(rejects),
+            reject_ratio=reject_ratio(rows, len(rejects)),
+            reject_reasons={str(k): int(v) for k, v in rejects["reason"].value_counts().items()},
+            **flags,
+        )
+
 
 @dataclass
 class LocalDataset:
@@ -327,15 +341,7 @@ def curate(settings: Settings, store: ObjectStore, dataset: str, sources: list[S
 
     rejects_df = pd.DataFrame(rejects, columns=REJECT_COLUMNS).sort_values(["source", "path"], ignore_index=True)
     store.put_bytes(bucket, prefix + REJECTS, _parquet(rejects_df))
-    result = CurateResult(
-        dataset=dataset,
-        version=version,
-        prefix=f"s3://{bucket}/{prefix}",
-        rows=len(rows),
-        rejects=len(rejects_df),
-        reject_ratio=reject_ratio(len(rows), len(rejects_df)),
-        reject_reasons={str(k): int(v) for k, v in rejects_df["reason"].value_counts().items()},
-    )
+    result = CurateResult.from_tables(dataset, version, f"s3://{bucket}/{prefix}", len(rows), rejects_df)
     _check_reject_ratio(settings, result)
     store.put_bytes(bucket, prefix + MANIFEST, _parquet(manifest_frame(rows)))
     return result
@@ -414,16 +420,8 @@ def _existing_result(store: ObjectStore, dataset: str, version: str) -> CurateRe
         return None
     manifest = _read_parquet(store, prefix + MANIFEST)
     rejects = _read_parquet(store, prefix + REJECTS)
-    return CurateResult(
-        dataset=dataset,
-        version=version,
-        prefix=f"s3://{bucket}/{prefix}",
-        rows=len(manifest),
-        rejects=len(rejects),
-        reject_ratio=reject_ratio(len(manifest), len(rejects)),
-        reused=True,
-        published=store.exists(bucket, prefix + PUBLISHED),
-        reject_reasons={str(k): int(v) for k, v in rejects["reason"].value_counts().items()},
+    return CurateResult.from_tables(
+        dataset, version, f"s3://{bucket}/{prefix}", len(manifest), rejects, reused=True, published=store.exists(bucket, prefix + PUBLISHED)
     )
 
 
