@@ -198,7 +198,9 @@ def ensure_baseline_champion(settings: Settings) -> str | None:
         mlflow.set_experiment(settings.experiment)
         metrics = json.loads((folder / METRICS_FILE).read_text()) if (folder / METRICS_FILE).is_file() else {}
         with mlflow.start_run(run_name="bundled-baseline") as run:
-            mlflow.set_tags({"source": "bundled-baseline", "dataset_version": str(record.get("data_version")), BASELINE_TAG: record["weights_sha256"]})
+            mlflow.set_tags(
+                {"source": "bundled-baseline", "dataset": settings.dataset, "dataset_version": str(record.get("data_version")), BASELINE_TAG: record["weights_sha256"]}
+            )
             mlflow.log_metrics({k: float(v) for k, v in metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)})
             model_uri = log_detector_model(folder)
             mlflow.set_tag(MODEL_URI_TAG, model_uri)
