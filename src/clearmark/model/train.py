@@ -295,6 +295,11 @@ def train(settings: Settings, config: TrainConfig) -> dict[str, Any]:
     start_epoch, best_iou, stale_epochs, run_id = 0, -1.0, 0, None
     if config.resume is not None:
         checkpoint = torch.load(config.resume, map_location=device, weights_only=False)
+        if checkpoint["config"]["epochs"] != config.epochs or checkpoint["config"]["batch_size"] != config.batch_size:
+            raise TrainingError(
+                f"{config.resume} was written with --epochs {checkpoint['config']['epochs']} --batch-size {checkpoint['config']['batch_size']}; "
+                "resume with the same values (the learning-rate schedule depends on them)."
+            )
         network.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         scheduler.load_state_dict(checkpoint["scheduler"])
