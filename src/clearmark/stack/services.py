@@ -151,6 +151,9 @@ def airflow_env(settings: Settings) -> dict[str, str]:
         "CLEARMARK_HOME": str(settings.home),
         "PATH": f"{venv}{os.pathsep}{os.environ.get('PATH', '')}",
         "NO_PROXY": "*",
+        # Airflow's own services share the few cores of an embedded machine with the tasks; torch's
+        # OpenMP threads spin-wait when oversubscribed (2 threads trained 8x slower than 1 here).
+        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
     }
 
 
