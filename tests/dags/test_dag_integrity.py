@@ -90,4 +90,4 @@ def test_inbox_uses_a_deferrable_sensor_and_mapped_group(dagbag) -> None:
     process = dag.get_task("handle_archive.process")
     assert process.max_active_tis_per_dagrun >= 1
     assert isinstance(process.task_group, MappedTaskGroup)
-    assert dag.get_task("handle_archive.notify_drift").upstream_task_ids == {"handle_archive.drift_exceeds", "handle_archive.drift_report"}
+    assert dag.get_task("handle_archive.notify_drift").upstream_task_ids == {"handle_archive.drift_report"}

@@ -86,10 +86,13 @@ def test_inbox_dag_cleans_an_archive_and_reports_drift(
     assert states[("handle_archive.process", 0)] == "success"
     assert states[("handle_archive.drift_report", 0)] == "success"
 
-    processed = next(ti for ti in run.get_task_instances() if ti.task_id == "handle_archive.process").xcom_pull(
-        task_ids="handle_archive.process", map_indexes=0
-    )
+    any_ti = run.get_task_instances()[0]
+    processed = any_ti.xcom_pull(task_ids="handle_archive.process", map_indexes=0)
     assert str(processed["model_version"]) == champion  # the champion version used is recorded
+    drift = any_ti.xcom_pull(task_ids="handle_archive.drift_report", map_indexes=0)
+    assert drift["alert"] == (drift["drift_share"] > settings.drift_share_threshold)
+    # The notifier warns only past the threshold; otherwise it shows as skipped.
+    assert states[("handle_archive.notify_drift", 0)] == ("success" if drift["alert"] else "skipped")
 
     outbox = {o.key for o in store.list(settings.outbox_bucket)}
     assert {"photos.zip", "photos.zip.report.json", "photos.zip.report.csv"} <= outbox

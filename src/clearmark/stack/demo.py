@@ -96,7 +96,7 @@ def run_demo(home: Path, *, timeout: float, echo: Callable[[str], None] = print)
     wait_for_outbox(settings, SAMPLE_ARCHIVE, timeout, echo)
 
     echo("\nDone. What to look at:")
-    echo(f"  Airflow   {base}  (admin / {password}): the three DAG runs; Browse > Drift reports")
+    echo(f"  Airflow   {base}  (admin / {password}): the three DAG runs; the Drift reports menu")
     echo(f"  MLflow    {settings.mlflow_tracking_uri}  model {settings.registered_model}, alias champion")
     echo(f"  Outbox    s3://{settings.outbox_bucket}/{SAMPLE_ARCHIVE} and {SAMPLE_ARCHIVE}.report.csv")
     echo(f"  Data Docs s3://{settings.reports_bucket}/data-docs/{settings.dataset}/")
