@@ -287,6 +287,8 @@ def _cached_download(artifact_uri: str, cache: Path, tracking_uri: str) -> Path:
         return cache
     cache.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=cache.parent, prefix=f".{cache.name}."))
+    # models:/ URIs resolve through the registry URI, which download_artifacts does not take.
+    mlflow.set_registry_uri(tracking_uri)
     try:
         downloaded = Path(mlflow.artifacts.download_artifacts(artifact_uri=artifact_uri, dst_path=str(staging), tracking_uri=tracking_uri))
         folder = find_detector_folder(downloaded)
