@@ -149,6 +149,21 @@ def settings(
     get_settings.cache_clear()
     yield configured
     get_settings.cache_clear()
+    drop_buckets(configured, suffix)
+
+
+def drop_buckets(settings: Settings, suffix: str) -> None:
+    """Delete this test's buckets: SeaweedFS gives every bucket its own volumes, and a
+    session that kept hundreds of them would run out (InternalError on PutObject)."""
+    client = ObjectStore(settings).client
+    for bucket in (b["Name"] for b in client.list_buckets().get("Buckets", [])):
+        if not bucket.endswith(f"-{suffix}"):
+            continue
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+            keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
+            if keys:
+                client.delete_objects(Bucket=bucket, Delete={"Objects": keys, "Quiet": True})
+        client.delete_bucket(Bucket=bucket)
 
 
 @pytest.fixture
