@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -101,6 +102,32 @@ def test_interrupted_training_resumes_in_the_same_run(settings: Settings, synth_
     history = mlflow_client(settings).get_metric_history(result["run_id"], "val_iou")
     assert {m.step for m in history} == {1, 2, 3, 4}
     assert torch.load(checkpoints / "last.pt", weights_only=False)["epoch"] == 3
+
+
+def test_fine_tuning_starts_from_the_given_detectors_weights(settings: Settings, synth_folder: Path, tmp_path: Path) -> None:
+    import torch
+
+    from clearmark.model.detector import DetectorConfig, build_network, load_detector, save_detector
+
+    config = TrainConfig(data_dir=synth_folder, epochs=1, **TINY)
+    torch.manual_seed(12345)  # weights the run's own seed would not produce
+    start = build_network(config.detector_config())
+    save_detector(start, config.detector_config(), tmp_path / "start")
+    config.learning_rate, config.weight_decay = 1e-12, 0.0  # one epoch that barely moves the weights
+
+    result = train(settings, replace(config, init_from=str(tmp_path / "start")))
+
+    tuned = load_detector(result["export_dir"]).network.state_dict()
+    fresh = build_network(config.detector_config()).state_dict()
+    convs = [k for k, v in start.state_dict().items() if k.endswith("weight") and v.ndim == 4]
+    assert all(torch.allclose(tuned[k], start.state_dict()[k], atol=1e-6) for k in convs)
+    assert not any(torch.allclose(fresh[k], start.state_dict()[k]) for k in convs)
+    assert mlflow_client(settings).get_run(result["run_id"]).data.params["init_from"] == str(tmp_path / "start")
+
+    other = DetectorConfig("Unet", "mobilenet_v2", 64, decoder_channels=[32, 16, 16, 16, 8])
+    save_detector(build_network(other), other, tmp_path / "other")
+    with pytest.raises(TrainingError, match="same --architecture, --encoder and --decoder-channels"):
+        train(settings, replace(config, init_from=str(tmp_path / "other")))
 
 
 def test_diverging_loss_stops_with_a_clear_error(settings: Settings, synth_folder: Path) -> None:

@@ -50,6 +50,9 @@ def train_command(
     resume: Annotated[Path | None, typer.Option(help="last.pt checkpoint of an interrupted run.")] = None,
     num_workers: Annotated[int | None, typer.Option(help="DataLoader workers (default: 0 on CPU, 4 on GPU).")] = None,
     encoder_weights: Annotated[Path | None, typer.Option(help="Local pretrained encoder weights (.safetensors/.pth).")] = None,
+    init_from: Annotated[
+        str | None, typer.Option(help="Fine-tune this detector (folder or models:/ URI, e.g. models:/clearmark-detector@champion); same network options.")
+    ] = None,
     checkpoint_dir: Annotated[Path | None, typer.Option(help="Where checkpoints go (default: $CLEARMARK_HOME/checkpoints/<run id>).")] = None,
     threads: Annotated[int | None, typer.Option(help="torch CPU threads.")] = None,
     run_name: Annotated[str | None, typer.Option(help="MLflow run name.")] = None,
@@ -82,6 +85,7 @@ def train_command(
         resume=resume,
         num_workers=num_workers,
         encoder_weights=encoder_weights,
+        init_from=init_from,
         checkpoint_dir=checkpoint_dir,
         run_name=run_name,
     )

@@ -54,6 +54,7 @@ class TrainConfig:
     resume: Path | None = None  # a last.pt written by an earlier run
     num_workers: int | None = None  # None: 0 on CPU (cores are for compute), 4 on GPU
     encoder_weights: Path | None = None  # local pretrained encoder weights
+    init_from: str | None = None  # a detector (folder or models:/ URI) whose weights this run fine-tunes
     checkpoint_dir: Path | None = None
     max_val_images: int = 256  # validation each epoch looks at this many val pairs at most
     run_name: str | None = None
@@ -236,6 +237,21 @@ def _train_epoch(
     return loss_sum / max(1, seen), tp / max(1, tp + fp + fn), seen
 
 
+def _start_from_detector(network: torch.nn.Module, config: DetectorConfig, source: str, settings: Settings) -> None:
+    """Copy the weights of an existing detector (e.g. the champion) into ``network`` to fine-tune it."""
+    from clearmark.model.detector import load_detector
+
+    start = load_detector(source, settings, device="cpu")
+    have = (start.config.architecture, start.config.encoder, start.config.decoder_channels)
+    want = (config.architecture, config.encoder, config.decoder_channels)
+    if have != want:
+        raise TrainingError(
+            f"--init-from {source} is a {have[0]} / {have[1]} / decoder {have[2]} network but this run builds "
+            f"{want[0]} / {want[1]} / decoder {want[2]}; pass the same --architecture, --encoder and --decoder-channels."
+        )
+    network.load_state_dict(start.network.state_dict())
+
+
 def train(settings: Settings, config: TrainConfig) -> dict[str, Any]:
     """Train, validate each epoch, keep the best checkpoint by validation IoU, log to MLflow.
 
@@ -263,7 +279,10 @@ def train(settings: Settings, config: TrainConfig) -> dict[str, Any]:
     data = load_training_data(settings, config.dataset, config.dataset_version, config.data_dir)
     train_rows, val_rows = data.split("train"), data.split("val").head(config.max_val_images)
     detector_config = config.detector_config()
-    network = build_network(detector_config, config.encoder_weights).to(device)
+    network = build_network(detector_config, config.encoder_weights)
+    if config.init_from is not None:
+        _start_from_detector(network, detector_config, config.init_from, settings)
+    network = network.to(device)
 
     dataset = PairDataset(data, train_rows, train_augmentations(config.image_size, config.seed + world.rank))
     sampler = DistributedSampler(dataset, num_replicas=world.world_size, rank=world.rank, seed=config.seed) if world.world_size > 1 else None
