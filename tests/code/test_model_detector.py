@@ -48,6 +48,19 @@ def test_predict_proba_takes_any_size(network: torch.nn.Module, shape: tuple[int
     assert detector.predict_mask(batch).dtype == bool
 
 
+def test_channels_last_layout_predicts_the_same_and_switches_back() -> None:
+    torch.manual_seed(3)
+    detector = Detector(build_network(TINY), TINY, version="test", device="cpu")
+    batch = np.random.default_rng(2).integers(0, 256, (2, 70, 45, 3), dtype=np.uint8)
+    default = detector.predict_proba(batch)
+    fast = detector.predict_proba(batch, channels_last=True)
+    weight = next(p for p in detector.network.parameters() if p.ndim == 4)
+    assert weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
+    np.testing.assert_allclose(fast, default, atol=1e-5)
+    np.testing.assert_allclose(detector.predict_proba(batch), default, atol=1e-6)
+    assert next(p for p in detector.network.parameters() if p.ndim == 4).is_contiguous()
+
+
 def test_predict_proba_rejects_other_inputs(network: torch.nn.Module) -> None:
     detector = Detector(network, TINY, version="test", device="cpu")
     with pytest.raises(ValueError, match="uint8 RGB"):

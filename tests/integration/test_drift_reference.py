@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import numpy as np
@@ -32,9 +33,9 @@ class CountingDetector(Detector):
 
     images_seen = 0
 
-    def predict_proba(self, batch: np.ndarray, *, chunk_size: int = 8) -> np.ndarray:
+    def predict_proba(self, batch: np.ndarray, **options: Any) -> np.ndarray:
         self.images_seen += len(batch)
-        return super().predict_proba(batch, chunk_size=chunk_size)
+        return super().predict_proba(batch, **options)
 
 
 def tiny_detector() -> CountingDetector:

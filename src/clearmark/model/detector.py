@@ -132,12 +132,15 @@ class Detector:
         self.version = version
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.network = network.to(self.device).eval()
+        self._layout = torch.contiguous_format
 
-    def predict_proba(self, batch: np.ndarray, *, chunk_size: int = 8) -> np.ndarray:
+    def predict_proba(self, batch: np.ndarray, *, chunk_size: int = 8, channels_last: bool = False) -> np.ndarray:
         """N x H x W x 3 uint8 RGB (any H, W) -> N x H x W float32 probabilities.
 
         Pads to a multiple of 32 internally (edge replication, so borders do not look
-        like a frame), ImageNet-normalises and runs without gradients.
+        like a frame), ImageNet-normalises and runs without gradients.  ``channels_last``
+        runs the network in NHWC layout, which oneDNN and cuDNN convolve faster
+        (about 1.3-1.5x on CPU, more under bfloat16 autocast).
         """
         import numpy as np
         import torch
@@ -147,6 +150,10 @@ class Detector:
             got = f"{type(batch).__name__} {getattr(batch, 'shape', '')} {getattr(batch, 'dtype', '')}"
             raise ValueError(f"predict_proba expects an N x H x W x 3 uint8 RGB array, got {got}; convert images with PIL .convert('RGB').")
         n, height, width, _ = batch.shape
+        layout = torch.channels_last if channels_last else torch.contiguous_format
+        if self._layout != layout:  # converting the weights costs a copy: only when the layout changes
+            self.network.to(memory_format=layout)
+            self._layout = layout
         mean = torch.tensor(IMAGENET_MEAN, device=self.device).view(1, 3, 1, 1)
         std = torch.tensor(IMAGENET_STD, device=self.device).view(1, 3, 1, 1)
         out = np.empty((n, height, width), dtype=np.float32)
@@ -157,7 +164,7 @@ class Detector:
                 for start in range(0, n, chunk_size):
                     chunk = torch.from_numpy(batch[start : start + chunk_size]).to(self.device)
                     x = chunk.permute(0, 3, 1, 2).float().div_(255.0).sub_(mean).div_(std)
-                    x = F.pad(x, (0, _pad_amount(width), 0, _pad_amount(height)), mode="replicate")
+                    x = F.pad(x, (0, _pad_amount(width), 0, _pad_amount(height)), mode="replicate").contiguous(memory_format=layout)
                     logits = self.network(x)[:, 0, :height, :width]
                     out[start : start + chunk_size] = torch.sigmoid(logits.float()).cpu().numpy()
         finally:

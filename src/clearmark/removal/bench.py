@@ -108,15 +108,16 @@ def measure_model_load(settings: Settings, source: str, work: Path) -> dict[str,
 def naive_loop(settings: Settings, source: str, paths: list[Path], out_dir: Path) -> float:
     """Images/s of the one-at-a-time loop: load, predict alone, inpaint, save.
 
-    It calls ``predict_proba`` in float32 as a user would; on CPUs this is also faster
-    than bfloat16 at batch size 1 (the weights are cast again on every call).
+    Like the reference tutorial, it loads the model once (its own copy, so nothing the
+    pipeline tuned carries over) and calls it in float32, default layout, batch size 1.
     """
     import numpy as np
     from PIL import Image, ImageOps
 
-    from clearmark.removal.inbox import get_cached_inpainter, get_detector
+    from clearmark.model.detector import load_detector
+    from clearmark.removal.inbox import get_cached_inpainter
 
-    detector, inpainter = get_detector(settings, source), get_cached_inpainter(settings, "telea")
+    detector, inpainter = load_detector(source, settings), get_cached_inpainter(settings, "telea")
     out_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     for path in paths:

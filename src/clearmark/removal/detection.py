@@ -72,9 +72,9 @@ class Detection:
 
 
 def predict(detector: Detector, batch: np.ndarray, options: DetectionOptions) -> np.ndarray:
-    """``detector.predict_proba`` under reduced-precision autocast where the hardware has it."""
+    """``detector.predict_proba`` in channels-last layout, under reduced-precision autocast where the hardware has it."""
     with _autocast(detector) if options.autocast else contextlib.nullcontext():
-        return detector.predict_proba(batch)
+        return detector.predict_proba(batch, channels_last=True)
 
 
 def _autocast(detector: Detector) -> contextlib.AbstractContextManager[object]:
