@@ -92,6 +92,16 @@ class ObjectStore:
             if name not in existing:
                 self._call(self.client.create_bucket, Bucket=name)
 
+    def delete_bucket(self, name: str) -> None:
+        """Delete every object of ``name``, then the bucket (for scratch buckets; a missing bucket is fine)."""
+        existing = {b["Name"] for b in self._call(self.client.list_buckets).get("Buckets", [])}
+        if name not in existing:
+            return
+        keys = [{"Key": obj.key} for obj in self.list(name)]
+        for start in range(0, len(keys), 1000):  # the S3 limit per DeleteObjects call
+            self._call(self.client.delete_objects, Bucket=name, Delete={"Objects": keys[start : start + 1000], "Quiet": True})
+        self._call(self.client.delete_bucket, Bucket=name)
+
     def check(self) -> None:
         """Raise :class:`StorageError` with advice unless the store answers an authenticated call."""
         self._call(self.client.list_buckets)

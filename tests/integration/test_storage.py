@@ -42,6 +42,17 @@ def test_move_keeps_object_until_copied(store: ObjectStore, settings: Settings) 
     assert store.get_bytes(settings.inbox_bucket, "processed/photos.zip") == b"zip"
 
 
+def test_delete_bucket_removes_its_objects_and_the_bucket(store: ObjectStore, settings: Settings) -> None:
+    scratch = settings.lake_bucket.replace("lake-", "scratch-")  # same suffix: the fixture drops it if this test fails
+    store.ensure_buckets([scratch])
+    for index in range(3):
+        store.put_bytes(scratch, f"part/{index}.bin", b"x")
+    store.delete_bucket(scratch)
+    assert scratch not in {b["Name"] for b in store.client.list_buckets()["Buckets"]}
+    assert store.exists(settings.lake_bucket, "nothing") is False  # other buckets untouched and reachable
+    store.delete_bucket(scratch)  # already gone: nothing to do
+
+
 def test_wrong_credentials_say_what_to_set(settings: Settings) -> None:
     wrong = settings.model_copy(update={"s3_secret_access_key": SecretStr("not-the-secret")})
     with pytest.raises(StorageError, match="AWS_SECRET_ACCESS_KEY"):
