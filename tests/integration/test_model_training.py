@@ -130,6 +130,16 @@ def test_fine_tuning_starts_from_the_given_detectors_weights(settings: Settings,
         train(settings, replace(config, init_from=str(tmp_path / "other")))
 
 
+def test_time_budget_stops_after_the_epoch_that_passes_it(settings: Settings, synth_folder: Path) -> None:
+    result = train(settings, TrainConfig(data_dir=synth_folder, epochs=50, patience=50, max_minutes=0.001, **TINY))
+    client = mlflow_client(settings)
+    assert [m.step for m in client.get_metric_history(result["run_id"], "val_iou")] == [1]
+    elapsed = client.get_metric_history(result["run_id"], "elapsed_seconds")
+    assert len(elapsed) == 1 and elapsed[0].value >= 0.06
+    with pytest.raises(TrainingError, match="max_minutes must be positive"):
+        train(settings, TrainConfig(data_dir=synth_folder, max_minutes=0, **TINY))
+
+
 def test_diverging_loss_stops_with_a_clear_error(settings: Settings, synth_folder: Path) -> None:
     with pytest.raises(TrainingError, match="diverged.*Lower --learning-rate"):
         train(settings, TrainConfig(data_dir=synth_folder, epochs=1, learning_rate=1e30, scheduler="cosine", run_name="nan", **TINY))

@@ -50,6 +50,7 @@ class TrainConfig:
     scheduler: Literal["onecycle", "cosine"] = "onecycle"
     seed: int = 42
     patience: int = 5  # epochs without a better validation IoU before stopping
+    max_minutes: float | None = None  # stop after the epoch that passes this much training time
     threshold: float = 0.5
     resume: Path | None = None  # a last.pt written by an earlier run
     num_workers: int | None = None  # None: 0 on CPU (cores are for compute), 4 on GPU
@@ -71,6 +72,8 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "patience", "max_val_images"):
             if getattr(self, name) < 1:
                 raise TrainingError(f"{name} must be at least 1, got {getattr(self, name)}.")
+        if self.max_minutes is not None and not self.max_minutes > 0:
+            raise TrainingError(f"max_minutes must be positive, got {self.max_minutes}.")
         if not self.learning_rate > 0:
             raise TrainingError(f"learning_rate must be positive, got {self.learning_rate}.")
         if self.resume is not None and not Path(self.resume).is_file():
@@ -350,6 +353,7 @@ def train(settings: Settings, config: TrainConfig) -> dict[str, Any]:
         print(f"MLflow run {run_id}; checkpoints in {checkpoint_dir}", flush=True)
 
     val_names = ("iou", "dice", "precision", "recall", "accuracy")
+    run_started = time.monotonic()
     try:
         for epoch in range(start_epoch, config.epochs):
             if sampler is not None:
@@ -369,6 +373,7 @@ def train(settings: Settings, config: TrainConfig) -> dict[str, Any]:
                     **{f"val_{k}": val[k] for k in val_names},
                     "learning_rate": optimizer.param_groups[0]["lr"],
                     "images_per_second": seen * world.world_size / max(elapsed, 1e-9),
+                    "elapsed_seconds": time.monotonic() - run_started,  # since this process started (or resumed)
                 }
                 mlflow.log_metrics(epoch_metrics, step=epoch + 1)
                 print(json.dumps({"epoch": epoch + 1, **{k: round(v, 5) for k, v in epoch_metrics.items()}}), flush=True)
@@ -394,6 +399,9 @@ def train(settings: Settings, config: TrainConfig) -> dict[str, Any]:
                 )
                 if stale_epochs >= config.patience:
                     print(f"Early stop: no better validation IoU for {stale_epochs} epochs.", flush=True)
+                    stop += 1
+                elif config.max_minutes is not None and epoch_metrics["elapsed_seconds"] >= config.max_minutes * 60:
+                    print(f"Time budget of {config.max_minutes} min reached after epoch {epoch + 1}.", flush=True)
                     stop += 1
             if world.world_size > 1:
                 dist.broadcast(stop, src=0)  # every rank stops together
