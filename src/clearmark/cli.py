@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import typer
 
+from clearmark.bench import cli as bench_cli
 from clearmark.data import cli as data_cli
 from clearmark.deploy import cli as deploy_cli
 from clearmark.drift import cli as drift_cli
@@ -22,7 +23,7 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
 )
 
-for stage in (stack_cli, deploy_cli, data_cli, model_cli, removal_cli, drift_cli):
+for stage in (stack_cli, deploy_cli, data_cli, model_cli, removal_cli, drift_cli, bench_cli):
     stage.register(app)
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""``clearmark remove`` and ``clearmark bench``: bulk removal without Airflow."""
+"""``clearmark remove``: bulk removal without Airflow."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ import typer
 def register(app: typer.Typer) -> None:
     """Add this area's commands to the root ``clearmark`` app."""
     app.command("remove")(remove)
-    app.command("bench")(bench)
 
 
 def remove(
@@ -55,18 +54,3 @@ def remove(
     if outputs.masks:
         typer.echo(f"masks:  {outputs.masks}")
 
-
-def bench(
-    images: Annotated[int, typer.Option(min=1, help="Number of 512x512 watermarked JPEGs.")] = 200,
-    naive_images: Annotated[int, typer.Option(min=1, help="Images timed in the one-at-a-time loop.")] = 50,
-    model: Annotated[str | None, typer.Option(help="Detector folder or MLflow URI; default: the champion.")] = None,
-    batch_size: Annotated[int | None, typer.Option(min=1)] = None,
-    out_dir: Annotated[Path, typer.Option(help="Where the JSON and markdown figures go.")] = Path("bench-results"),
-) -> None:
-    """Benchmark inbox -> outbox throughput against a naive loop, peak RSS and champion load time."""
-    from clearmark.removal.bench import run_bench
-    from clearmark.settings import get_settings
-
-    figures = run_bench(get_settings(), images=images, naive_images=naive_images, model=model, batch_size=batch_size, out_dir=out_dir)
-    for key, value in figures.items():
-        typer.echo(f"{key}: {value}")

@@ -1,0 +1,81 @@
+"""Measuring helpers shared by the benchmarks: peak RSS, latency statistics, the machine's name."""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import statistics
+import threading
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+
+class PeakRss:
+    """Highest RSS of this process while :meth:`sampling` is open (sampled every 20 ms)."""
+
+    def __init__(self) -> None:
+        self.peak = 0
+
+    @contextmanager
+    def sampling(self) -> Iterator[PeakRss]:
+        import psutil
+
+        process, stop = psutil.Process(), threading.Event()
+
+        def sample() -> None:
+            while not stop.wait(0.02):
+                self.peak = max(self.peak, process.memory_info().rss)
+
+        thread = threading.Thread(target=sample, daemon=True)
+        self.peak = process.memory_info().rss
+        thread.start()
+        try:
+            yield self
+        finally:
+            stop.set()
+            thread.join()
+
+    @property
+    def mib(self) -> float:
+        return round(self.peak / 2**20, 1)
+
+
+def latency_ms(seconds: list[float]) -> dict[str, float]:
+    """Mean, median and 95th percentile of ``seconds``, in milliseconds."""
+    if not seconds:
+        raise ValueError("no timings to summarise")
+    ordered = sorted(seconds)
+    p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
+    return {
+        "mean_ms": round(statistics.fmean(ordered) * 1000, 2),
+        "median_ms": round(statistics.median(ordered) * 1000, 2),
+        "p95_ms": round(p95 * 1000, 2),
+    }
+
+
+def gpu_name() -> str | None:
+    """The CUDA device's name, or ``None`` without one."""
+    import torch
+
+    return torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+
+
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_slug() -> str:
+    """A file-name-safe description of this machine, e.g. ``2cpu-amd-epyc`` or ``16cpu-nvidia-h100-80gb-hbm3``."""
+    parts = [f"{os.cpu_count()}cpu", gpu_name() or cpu_name()]
+    return re.sub(r"[^a-z0-9]+", "-", " ".join(parts).lower()).strip("-")[:60]

@@ -1,0 +1,158 @@
+"""Removal throughput: archive in the inbox -> archive in the outbox, against a naive loop.
+
+* **end to end**: a zip of N watermarked 512x512 JPEGs goes into a scratch inbox bucket and
+  :func:`clearmark.removal.inbox.process_inbox_item` downloads, cleans, uploads and moves
+  it, with the detector already loaded (a warm worker);
+* **naive loop** (the in-run baseline): the reference tutorial's loop, one image at a time:
+  load it, predict on it alone in float32, inpaint, save;
+* **peak RSS** of this process during each archive (sampled every 20 ms).
+
+The large archive repeats the distinct images under new names, so building it costs no
+generation time while every member is still decoded, detected, inpainted and encoded.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from clearmark.bench.measure import PeakRss
+
+if TYPE_CHECKING:
+    from clearmark.settings import Settings
+
+IMAGE_SIDE = 512
+JPEG_QUALITY = 90
+
+
+def build_photos(work: Path, count: int, *, seed: int = 7) -> list[Path]:
+    """``count`` distinct synthetic watermarked photos as 512x512 JPEGs (quality 90)."""
+    from PIL import Image
+
+    from clearmark.data.synth import generate_synthetic
+
+    summary = generate_synthetic(work / "synth", count, seed=seed, size=IMAGE_SIDE)
+    photos = work / "photos"
+    photos.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for item in summary.items:
+        path = photos / item.name.replace(".png", ".jpg")
+        Image.open(summary.out_dir / "watermarked" / item.name).convert("RGB").save(path, "JPEG", quality=JPEG_QUALITY)
+        paths.append(path)
+    return paths
+
+
+def build_archive(photos: list[Path], images: int, out: Path) -> Path:
+    """A zip of ``images`` members cycling through ``photos`` (each under its own name)."""
+    with zipfile.ZipFile(out, "w") as zf:
+        for index in range(images):
+            photo = photos[index % len(photos)]
+            zf.write(photo, f"photos/{index:05d}-{photo.name}")
+    return out
+
+
+@contextmanager
+def scratch_settings(settings: Settings) -> Iterator[Settings]:
+    """Settings whose inbox, outbox and reports buckets are new and deleted afterwards.
+
+    A running ``clearmark_inbox`` DAG watches the real inbox: the benchmark must not feed it.
+    """
+    from clearmark.storage import ObjectStore
+
+    prefix = f"bench-{uuid.uuid4().hex[:8]}"
+    scratch = settings.model_copy(
+        update={"inbox_bucket": f"{prefix}-inbox", "outbox_bucket": f"{prefix}-outbox", "reports_bucket": f"{prefix}-reports"}
+    )
+    buckets = [scratch.inbox_bucket, scratch.outbox_bucket, scratch.reports_bucket]
+    store = ObjectStore(scratch)
+    store.ensure_buckets(buckets)
+    try:
+        yield scratch
+    finally:
+        for bucket in buckets:
+            store.delete_bucket(bucket)
+
+
+def end_to_end(settings: Settings, source: str, archive: Path) -> dict[str, Any]:
+    """Images/s and peak RSS of one archive through the inbox (``settings``: scratch buckets)."""
+    from clearmark.removal.inbox import process_inbox_item
+    from clearmark.storage import ObjectStore
+
+    with zipfile.ZipFile(archive) as zf:
+        images = len(zf.namelist())
+    key = archive.name
+    ObjectStore(settings).put_file(settings.inbox_bucket, key, archive)
+    rss = PeakRss()
+    with rss.sampling():
+        started = time.perf_counter()
+        summary = process_inbox_item(settings, key, model=source)
+        seconds = time.perf_counter() - started
+    if summary.get("status") != "ok":
+        raise RuntimeError(f"the benchmark archive did not process cleanly: {summary}")
+    return {
+        "images": images,
+        "seconds": round(seconds, 2),
+        "images_per_s": round(images / seconds, 2),
+        "peak_rss_mib": rss.mib,
+        "counts": summary.get("counts"),
+        "model_version": summary.get("model_version"),
+    }
+
+
+def naive_loop(settings: Settings, source: str, paths: list[Path], out_dir: Path) -> dict[str, Any]:
+    """Images/s of the one-at-a-time loop: load, predict alone, inpaint, save.
+
+    Like the reference tutorial, it loads the model once (its own copy, so nothing the
+    pipeline tuned carries over) and calls it in float32, default layout, batch size 1.
+    """
+    import numpy as np
+    from PIL import Image, ImageOps
+
+    from clearmark.model.detector import load_detector
+    from clearmark.removal.inbox import get_cached_inpainter
+
+    detector, inpainter = load_detector(source, settings), get_cached_inpainter(settings, "telea")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rss = PeakRss()
+    with rss.sampling():
+        started = time.perf_counter()
+        for path in paths:
+            rgb = np.array(ImageOps.exif_transpose(Image.open(path)).convert("RGB"))
+            mask = (detector.predict_proba(rgb[None])[0] > detector.config.threshold).astype(np.uint8) * 255
+            Image.fromarray(inpainter.inpaint(rgb, mask)).save(out_dir / path.name, "JPEG", quality=JPEG_QUALITY)
+        seconds = time.perf_counter() - started
+    return {"images": len(paths), "seconds": round(seconds, 2), "images_per_s": round(len(paths) / seconds, 2), "peak_rss_mib": rss.mib}
+
+
+def measure_removal(
+    settings: Settings, source: str, work: Path, *, archive_sizes: tuple[int, ...], distinct: int, naive_images: int
+) -> dict[str, Any]:
+    """End-to-end throughput and peak RSS per archive size, the naive loop, and their ratios."""
+    from clearmark.removal.inbox import get_detector
+
+    photos = build_photos(work, min(distinct, max(archive_sizes)))
+    get_detector(settings, source)  # a warm worker: the load is measured on its own
+    naive = naive_loop(settings, source, photos[:naive_images], work / "naive")
+    archives = {}
+    with scratch_settings(settings) as scratch:
+        for size in archive_sizes:
+            archive = build_archive(photos, size, work / f"bench-{size}.zip")
+            result = end_to_end(scratch, source, archive)
+            result["speedup_vs_naive"] = round(result["images_per_s"] / naive["images_per_s"], 2)
+            archives[str(size)] = result
+            archive.unlink()
+    smallest, largest = str(min(archive_sizes)), str(max(archive_sizes))
+    return {
+        "image": f"{IMAGE_SIDE}x{IMAGE_SIDE} JPEG q{JPEG_QUALITY}, {len(photos)} distinct synthetic photos",
+        "batch_size": settings.removal_batch_size,
+        "autocast": settings.removal_autocast,
+        "inpainter": "telea",
+        "naive": naive,
+        "archives": archives,
+        "rss_growth_ratio": round(archives[largest]["peak_rss_mib"] / archives[smallest]["peak_rss_mib"], 3),
+    }

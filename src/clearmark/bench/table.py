@@ -1,0 +1,134 @@
+"""The benchmark's markdown table: each figure, its in-run baseline, the ratio and the target."""
+
+from __future__ import annotations
+
+from typing import Any
+
+Row = tuple[str, str, str, str, str]  # measure, figure, in-run baseline, ratio, target (met / missed)
+
+
+def _target(ok: bool, text: str) -> str:
+    return f"{text}: {'met' if ok else '**missed**'}"
+
+
+def _removal_rows(removal: dict[str, Any], gpu: bool) -> list[Row]:
+    naive, rows = removal["naive"], []
+    for size, archive in removal["archives"].items():
+        target = 200 if gpu else 4
+        rows.append((
+            f"removal end to end, {size}-image archive (inbox → outbox)",
+            f"{archive['images_per_s']} img/s",
+            f"naive loop {naive['images_per_s']} img/s",
+            f"{archive['speedup_vs_naive']}×",
+            _target(archive["images_per_s"] >= target and archive["speedup_vs_naive"] >= 3, f"≥ {target} img/s and ≥ 3×"),
+        ))  # fmt: skip
+    sizes = list(removal["archives"])
+    small, large = removal["archives"][sizes[0]], removal["archives"][sizes[-1]]
+    rows.append((
+        f"peak RSS, {sizes[-1]}-image archive",
+        f"{large['peak_rss_mib']} MiB",
+        f"{sizes[0]}-image archive {small['peak_rss_mib']} MiB",
+        f"{removal['rss_growth_ratio']}×",
+        _target(large["peak_rss_mib"] < 2048 and removal["rss_growth_ratio"] <= 1.25, "< 2 GiB and flat (≤ 1.25×)"),
+    ))  # fmt: skip
+    return rows
+
+
+def _detection_rows(detection: dict[str, Any]) -> list[Row]:
+    latency, load = detection["latency"], detection["model_load"]
+    plain = latency["plain_float32_batch1"]
+    best = latency["best_batch_per_image"]
+    return [
+        ("detection latency per 512² image, batch 1 (mean / p95)", f"{latency['batch1']['mean_ms']} / {latency['batch1']['p95_ms']} ms",
+         f"plain float32 call {plain['mean_ms']} / {plain['p95_ms']} ms", f"{round(plain['mean_ms'] / latency['batch1']['mean_ms'], 2)}×", ""),
+        (f"detection latency per image, best batch ({latency['best_batch']})", f"{best['mean_ms']} / {best['p95_ms']} ms",
+         f"plain float32 call {plain['mean_ms']} ms", f"{latency['speedup_best_vs_plain']}×", ""),
+        ("champion load from MLflow, cached", f"{load['cached_s']} s", f"first download {load['cold_s']} s", f"{load['speedup_cached_vs_cold']}×",
+         _target(load["cached_s"] <= 2, "≤ 2 s")),
+    ]  # fmt: skip
+
+
+def _quality_rows(quality: dict[str, Any]) -> list[Row]:
+    mask, removal = quality["mask"], quality["removal"]
+    rows: list[Row] = [(
+        f"mask on held-out styles ({quality['held_out_set']['images']} images): IoU / Dice / precision / recall",
+        f"{mask['iou']:.3f} / {mask['dice']:.3f} / {mask['precision']:.3f} / {mask['recall']:.3f}", "", "", "gate on the embedded test split: ≥ 0.80 / 0.80 / 0.75 / 0.75",
+    )]  # fmt: skip
+    nothing = removal["nothing"]
+    for method, result in removal.items():
+        if "skipped" in result:
+            rows.append((f"removal quality, {method}", "not measured", "", "", result["skipped"]))
+            continue
+        rows.append((
+            f"removal quality, {method}: PSNR / SSIM (whole; in true mask)",
+            f"{result['psnr_db']:.2f} dB / {result['ssim']:.3f}; {result['psnr_in_mask_db']:.2f} dB / {result['ssim_in_mask']:.3f}",
+            f"doing nothing {nothing['psnr_db']:.2f} dB; in mask {nothing['psnr_in_mask_db']:.2f} dB",
+            f"{result['psnr_in_mask_db'] - nothing['psnr_in_mask_db']:+.2f} dB in mask", "",
+        ))  # fmt: skip
+    return rows
+
+
+def _training_rows(training: dict[str, Any]) -> list[Row]:
+    reported = training["reported"]
+    reached = ", ".join(
+        f"IoU {target}: {reported[f'minutes_to_val_iou_{target}']} min" if reported[f"minutes_to_val_iou_{target}"] is not None else f"IoU {target}: not reached"
+        for target in ("0.80", "0.90")
+    )
+    rows: list[Row] = []
+    for baseline in training["baselines"] or [None]:
+        rows.append((
+            f"training, {reported['recipe']}",
+            f"{reported['train_images_per_s']} img/s",
+            f"{baseline['recipe']}: {baseline['train_images_per_s']} img/s" if baseline else "",
+            f"{baseline['speed_ratio_reported_vs_this']}×" if baseline else "",
+            "",
+        ))  # fmt: skip
+    rows.append((
+        f"time to val IoU 0.80 / 0.90 within {training['budget_minutes_per_recipe']} min",
+        f"{reached} (best {reported['best_val_iou']})", "", "", "",
+    ))  # fmt: skip
+    if recorded := training.get("bundled_baseline_recorded"):
+        rows.append((
+            "bundled baseline's recorded CPU training (not this run)",
+            f"IoU 0.80: {recorded['minutes_to_val_iou_0.80']} min, 0.90: {recorded['minutes_to_val_iou_0.90']} min (best {recorded['best_val_iou']} in {recorded['minutes']} min)",
+            "", "", "",
+        ))  # fmt: skip
+    return rows
+
+
+def _platform_rows(platform: dict[str, Any]) -> list[Row]:
+    etl, parse = platform["etl"], platform["dag_parse"]
+    rows: list[Row] = [
+        ("nightly ETL, first run", f"{etl['mb_per_s']} MB/s ({etl['first_run_s']} s)", "", "", ""),
+        ("nightly ETL, re-run with unchanged sources", f"{etl['rerun_s']} s", f"first run {etl['first_run_s']} s", f"{etl['rerun_share']:.0%} of it", ""),
+    ]
+    sdk = parse["import_airflow_sdk_s"]
+    for name, result in parse["dags"].items():
+        rows.append((f"parse {name} beyond `import airflow.sdk`", f"+{result['extra_s']} s", f"import airflow.sdk {sdk} s", f"{result['ratio']}×",
+                     _target(not result["heavy_modules"], "no heavy imports")))  # fmt: skip
+    return rows
+
+
+def markdown_table(figures: dict[str, Any]) -> str:
+    """The results as a markdown page: machine, then one table of every figure."""
+    machine = figures["machine"]
+    gpu = bool(machine.get("gpu"))
+    rows: list[Row] = []
+    if "removal" in figures:
+        rows += _removal_rows(figures["removal"], gpu)
+    if "detection" in figures:
+        rows += _detection_rows(figures["detection"])
+    if "quality" in figures:
+        rows += _quality_rows(figures["quality"])
+    if "training" in figures:
+        rows += _training_rows(figures["training"])
+    if "platform" in figures:
+        rows += _platform_rows(figures["platform"])
+    body = "\n".join("| " + " | ".join(row) + " |" for row in rows)
+    return (
+        f"# clearmark bench, profile `{figures['profile']['name']}`, {figures['started_at']}\n\n"
+        f"Machine: {machine['cpu_count']} × {machine['cpu']}, GPU: {machine['gpu'] or 'none'}; torch {machine['torch']} "
+        f"({machine['torch_threads']} threads). Model: `{figures['model']}`. Run time: {figures['seconds']['total']} s.\n\n"
+        "| measure | figure | in-run baseline | ratio | target |\n|---|---|---|---|---|\n"
+        f"{body}\n"
+    )

@@ -1,0 +1,48 @@
+"""Benchmark arithmetic: latency statistics, time to an IoU target, targets marked met or missed."""
+
+from __future__ import annotations
+
+import pytest
+
+from clearmark.bench.measure import latency_ms, machine_slug
+from clearmark.bench.table import _removal_rows
+from clearmark.bench.training import time_to_iou
+
+
+def test_latency_statistics_in_milliseconds() -> None:
+    seconds = [0.010] * 18 + [0.020, 0.100]
+    stats = latency_ms(seconds)
+    assert stats == {"mean_ms": 15.0, "median_ms": 10.0, "p95_ms": 20.0}
+    with pytest.raises(ValueError, match="no timings"):
+        latency_ms([])
+
+
+def test_time_to_iou_is_the_first_epoch_that_reaches_the_target() -> None:
+    history = [(60.0, 0.5), (120.0, 0.81), (180.0, 0.79), (240.0, 0.92)]
+    assert time_to_iou(history, 0.80) == 2.0
+    assert time_to_iou(history, 0.90) == 4.0
+    assert time_to_iou(history, 0.95) is None
+
+
+def test_machine_slug_is_file_name_safe() -> None:
+    slug = machine_slug()
+    assert slug and all(c.isalnum() or c == "-" for c in slug) and "cpu" in slug
+
+
+def _removal(e2e: float, naive: float, rss_small: float, rss_large: float) -> dict:
+    archive = lambda rate, rss: {"images_per_s": rate, "speedup_vs_naive": round(rate / naive, 2), "peak_rss_mib": rss}  # noqa: E731
+    return {
+        "naive": {"images_per_s": naive},
+        "archives": {"200": archive(e2e, rss_small), "2000": archive(e2e, rss_large)},
+        "rss_growth_ratio": round(rss_large / rss_small, 3),
+    }
+
+
+def test_removal_targets_are_marked_met_or_missed() -> None:
+    met = _removal_rows(_removal(e2e=7.0, naive=2.0, rss_small=700, rss_large=720), gpu=False)
+    assert [row[4].endswith("met") for row in met] == [True, True, True]
+    assert met[0][3] == "3.5×" and "naive loop 2.0 img/s" in met[0][2]
+
+    slow = _removal_rows(_removal(e2e=5.0, naive=2.0, rss_small=700, rss_large=2100), gpu=False)
+    assert [row[4].endswith("**missed**") for row in slow] == [True, True, True]
+    assert _removal_rows(_removal(e2e=7.0, naive=2.0, rss_small=700, rss_large=720), gpu=True)[0][4].endswith("**missed**")  # 200 img/s on GPU

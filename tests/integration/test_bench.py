@@ -1,0 +1,51 @@
+"""``clearmark bench`` end to end (smoke profile) on the real SeaweedFS and MLflow fixtures."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from clearmark.bench.run import PROFILES, run_benchmarks
+from clearmark.model.promotion import ensure_baseline_champion
+from clearmark.settings import Settings
+from clearmark.storage import ObjectStore
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def test_smoke_profile_writes_every_figure_with_its_in_run_baseline(settings: Settings, store: ObjectStore, tmp_path: Path) -> None:
+    ensure_baseline_champion(settings)  # the registry's champion, as after `clearmark stack up`
+    store.put_bytes(settings.inbox_bucket, "users-archive.zip", b"not for the benchmark")
+    buckets_before = {b["Name"] for b in store.client.list_buckets()["Buckets"]}
+    lines: list[str] = []
+
+    figures, table = run_benchmarks(settings, PROFILES["smoke"], out_dir=tmp_path / "results", echo=lines.append)
+
+    assert table.parent == tmp_path / "results" and table.name.endswith(f"-{figures['machine']['slug']}.md")
+    assert json.loads(table.with_suffix(".json").read_text())["removal"] == figures["removal"]
+    assert any("[bench] training done" in line for line in lines)
+
+    removal = figures["removal"]
+    assert set(removal["archives"]) == {"8", "24"}
+    for archive in removal["archives"].values():
+        assert archive["counts"]["cleaned"] + archive["counts"]["unchanged_no_watermark"] == archive["images"]
+        assert archive["speedup_vs_naive"] == round(archive["images_per_s"] / removal["naive"]["images_per_s"], 2)
+    assert removal["archives"]["24"]["model_version"] == figures["removal"]["archives"]["8"]["model_version"]
+
+    latency = figures["detection"]["latency"]
+    assert set(latency["by_batch"]) == {"1", "2"} and latency["best_batch"] in (1, 2)
+    assert figures["detection"]["model_load"]["cached_s"] < figures["detection"]["model_load"]["cold_s"]
+
+    assert 0.0 <= figures["quality"]["mask"]["iou"] <= 1.0
+    assert figures["training"]["reported"]["epochs"] >= 1 and figures["training"]["reported"]["train_images_per_s"] > 0
+    assert figures["platform"]["etl"]["rerun_share"] > 0
+    assert all(not dag["heavy_modules"] for dag in figures["platform"]["dag_parse"]["dags"].values())
+
+    # Every figure in the table sits next to its baseline; the user's buckets were not touched.
+    text = table.read_text()
+    for measure in ("removal end to end, 24-image archive", "naive loop", "plain float32 call", "first download", "doing nothing", "import airflow.sdk"):
+        assert measure in text, measure
+    assert {b["Name"] for b in store.client.list_buckets()["Buckets"]} == buckets_before
+    assert [o.key for o in store.list(settings.inbox_bucket)] == ["users-archive.zip"]
