@@ -1,0 +1,1 @@
+"""Benchmarks: measured figures for the speed and memory targets (printed and saved by ``clearmark bench``)."""
