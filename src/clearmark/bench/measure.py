@@ -1,4 +1,4 @@
-"""Measuring helpers shared by the benchmarks: peak RSS, latency statistics, the machine's name."""
+"""Measuring helpers shared by the benchmarks: scratch buckets, peak RSS, latency statistics, the machine's name."""
 
 from __future__ import annotations
 
@@ -7,11 +7,37 @@ import platform
 import re
 import statistics
 import threading
+import uuid
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
+
+    from clearmark.settings import Settings
+
+
+@contextmanager
+def scratch_buckets(settings: Settings, *roles: str) -> Iterator[Settings]:
+    """``settings`` whose ``<role>_bucket`` fields name new buckets, deleted with all objects afterwards.
+
+    The benchmarks never write to the configured buckets (a running ``clearmark_inbox`` DAG
+    watches the real inbox) and never delete a bucket they did not create.
+    """
+    from clearmark.storage import ObjectStore
+
+    prefix = f"bench-{uuid.uuid4().hex[:8]}"
+    scratch = settings.model_copy(update={f"{role}_bucket": f"{prefix}-{role}" for role in roles})
+    buckets = [getattr(scratch, f"{role}_bucket") for role in roles]
+    store = ObjectStore(scratch)
+    if taken := {b["Name"] for b in store.client.list_buckets().get("Buckets", [])} & set(buckets):
+        raise RuntimeError(f"Scratch bucket(s) {', '.join(sorted(taken))} already exist; run the benchmark again (it picks new names).")
+    try:
+        store.ensure_buckets(buckets)
+        yield scratch
+    finally:
+        for bucket in buckets:
+            store.delete_bucket(bucket)
 
 
 class PeakRss:

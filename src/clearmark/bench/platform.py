@@ -20,16 +20,15 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from clearmark.bench.measure import scratch_buckets
+
 if TYPE_CHECKING:
     from clearmark.settings import Settings
 
-ETL_STEPS = ("extract", "load_raw", "curate", "validate", "publish")
 SYNTHETIC_SEED = 20261122
 # Modules a DAG file must not import at parse time (DEVELOPERS.md: "DAG files are thin").
 HEAVY_MODULES = ("torch", "pandas", "numpy", "mlflow", "great_expectations", "evidently", "PIL", "cv2", "diffusers", "segmentation_models_pytorch")
@@ -37,58 +36,6 @@ MB = 1_000_000
 
 
 # --- ETL -----------------------------------------------------------------------------------
-
-
-@contextmanager
-def scratch_buckets(settings: Settings, prefix: str) -> Iterator[Settings]:
-    """``settings`` with new lake and reports buckets named after ``prefix``, deleted with all objects afterwards.
-
-    Refuses names that already exist, so the benchmark never writes to (or deletes) a bucket it did not create.
-    """
-    from clearmark.storage import ObjectStore
-
-    scratch = settings.model_copy(update={"lake_bucket": f"{prefix}-lake", "reports_bucket": f"{prefix}-reports"})
-    buckets = [scratch.lake_bucket, scratch.reports_bucket]
-    store = ObjectStore(scratch)
-    taken = {bucket["Name"] for bucket in store.client.list_buckets().get("Buckets", [])} & set(buckets)
-    if taken:
-        raise RuntimeError(f"Scratch bucket(s) {', '.join(sorted(taken))} already exist; run the benchmark again (it picks new names).")
-    try:
-        store.ensure_buckets(buckets)
-        yield scratch
-    finally:
-        for bucket in buckets:
-            store.delete_bucket(bucket)
-
-
-@contextmanager
-def timed_etl_steps(report: Callable[[str, float, dict[str, Any]], None]) -> Iterator[None]:
-    """While open, every step that :func:`clearmark.data.etl.run_etl` calls reports ``(step, seconds, result)``.
-
-    ``run_etl`` looks its steps up in its module when it runs, so wrapping them there times the
-    real run without copying it.  The module is restored on exit; use it in a process of its own
-    (a benchmark), not next to other ETL runs.
-    """
-    from clearmark.data import etl
-
-    originals = {step: getattr(etl, f"{step}_step") for step in ETL_STEPS}
-
-    def timed(step: str, function: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
-        def run(*args: Any, **kwargs: Any) -> dict[str, Any]:
-            started = time.perf_counter()
-            result = function(*args, **kwargs)
-            report(step, time.perf_counter() - started, result)
-            return result
-
-        return run
-
-    for step, function in originals.items():
-        setattr(etl, f"{step}_step", timed(step, function))
-    try:
-        yield
-    finally:
-        for step, function in originals.items():
-            setattr(etl, f"{step}_step", function)
 
 
 def _bench_config(settings: Settings, folder: Path, dataset: str, *, images: int, size: int) -> Settings:
@@ -111,23 +58,16 @@ def _bench_config(settings: Settings, folder: Path, dataset: str, *, images: int
     return settings.model_copy(update={"home": folder / "home", "sources_file": folder / "sources.yaml", "quality_file": folder / "quality.yaml"})
 
 
-def _timed_run(settings: Settings, dataset: str, label: str, *, progress: bool) -> tuple[float, dict[str, float], dict[str, Any], dict[str, Any]]:
-    """One ``run_etl``: total seconds, seconds per step, the step results and the run's summary."""
+def _timed_run(settings: Settings, dataset: str, label: str, *, progress: bool) -> tuple[float, dict[str, Any]]:
+    """One ``run_etl``: its seconds and its summary (which holds the seconds per step)."""
     from clearmark.data.etl import run_etl
 
-    steps: dict[str, float] = {}
-    results: dict[str, Any] = {}
-
-    def record(step: str, seconds: float, result: dict[str, Any]) -> None:
-        steps[step], results[step] = round(seconds, 3), result
-        if progress:
-            print(f"bench etl {label}: {step} {seconds:.2f} s", file=sys.stderr, flush=True)
-
-    with timed_etl_steps(record):
-        started = time.perf_counter()
-        summary = run_etl(settings, dataset, ts=datetime.now(UTC).isoformat(timespec="seconds"))
-        seconds = time.perf_counter() - started
-    return seconds, steps, results, summary
+    started = time.perf_counter()
+    summary = run_etl(settings, dataset, ts=datetime.now(UTC).isoformat(timespec="seconds"))
+    seconds = time.perf_counter() - started
+    if progress:
+        print(f"bench etl {label}: {seconds:.1f} s {summary['step_seconds']}", file=sys.stderr, flush=True)
+    return seconds, summary
 
 
 def measure_etl(settings: Settings, work: Path, *, images: int = 200, size: int = 256, progress: bool = True) -> dict[str, Any]:
@@ -144,16 +84,16 @@ def measure_etl(settings: Settings, work: Path, *, images: int = 200, size: int 
 
     if images < 1 or not 64 <= size <= 4096:
         raise ValueError(f"images must be >= 1 and size between 64 and 4096 px (got {images} images of {size} px).")
-    prefix = f"bench-{uuid.uuid4().hex[:8]}"
-    configured = _bench_config(settings, Path(work) / prefix, prefix, images=images, size=size)
-    with scratch_buckets(configured, prefix) as scratch:
-        first_s, first_steps, first_results, first = _timed_run(scratch, prefix, "first run", progress=progress)
-        rerun_s, rerun_steps, _, rerun = _timed_run(scratch, prefix, "re-run", progress=progress)
-    source_files = [path for folder in first_results["extract"]["sources"].values() for path in local_files(Path(folder)).values()]
+    dataset = f"bench-{uuid.uuid4().hex[:8]}"
+    configured = _bench_config(settings, Path(work) / dataset, dataset, images=images, size=size)
+    with scratch_buckets(configured, "lake", "reports") as scratch:
+        first_s, first = _timed_run(scratch, dataset, "first run", progress=progress)
+        rerun_s, rerun = _timed_run(scratch, dataset, "re-run", progress=progress)
+    source_files = [path for folder in first["sources"].values() for path in local_files(Path(folder)).values()]
     source_bytes = sum(path.stat().st_size for path in source_files)
     return {
         "timestamp": datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ"),
-        "dataset": prefix,
+        "dataset": dataset,
         "images": images,
         "image_size": size,
         "buckets": {"lake": scratch.lake_bucket, "reports": scratch.reports_bucket},
@@ -166,11 +106,11 @@ def measure_etl(settings: Settings, work: Path, *, images: int = 200, size: int 
         "validation_success": first["validation_success"],
         "data_docs_prefix": first["data_docs_prefix"],
         "first_run_s": round(first_s, 3),
-        "first_run_steps_s": first_steps,
+        "first_run_steps_s": first["step_seconds"],
         "first_run_bytes_uploaded": first["bytes_uploaded"],
         "mb_per_s": round(source_bytes / MB / first_s, 3),
         "rerun_s": round(rerun_s, 3),
-        "rerun_steps_s": rerun_steps,
+        "rerun_steps_s": rerun["step_seconds"],
         "rerun_share": round(rerun_s / first_s, 3),
         "rerun_bytes_uploaded": rerun["bytes_uploaded"],
         "rerun_same_version": rerun["version"] == first["version"],

@@ -14,14 +14,11 @@ generation time while every member is still decoded, detected, inpainted and enc
 from __future__ import annotations
 
 import time
-import uuid
 import zipfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from clearmark.bench.measure import PeakRss
+from clearmark.bench.measure import PeakRss, scratch_buckets
 
 if TYPE_CHECKING:
     from clearmark.settings import Settings
@@ -54,28 +51,6 @@ def build_archive(photos: list[Path], images: int, out: Path) -> Path:
             photo = photos[index % len(photos)]
             zf.write(photo, f"photos/{index:05d}-{photo.name}")
     return out
-
-
-@contextmanager
-def scratch_settings(settings: Settings) -> Iterator[Settings]:
-    """Settings whose inbox, outbox and reports buckets are new and deleted afterwards.
-
-    A running ``clearmark_inbox`` DAG watches the real inbox: the benchmark must not feed it.
-    """
-    from clearmark.storage import ObjectStore
-
-    prefix = f"bench-{uuid.uuid4().hex[:8]}"
-    scratch = settings.model_copy(
-        update={"inbox_bucket": f"{prefix}-inbox", "outbox_bucket": f"{prefix}-outbox", "reports_bucket": f"{prefix}-reports"}
-    )
-    buckets = [scratch.inbox_bucket, scratch.outbox_bucket, scratch.reports_bucket]
-    store = ObjectStore(scratch)
-    store.ensure_buckets(buckets)
-    try:
-        yield scratch
-    finally:
-        for bucket in buckets:
-            store.delete_bucket(bucket)
 
 
 def end_to_end(settings: Settings, source: str, archive: Path) -> dict[str, Any]:
@@ -139,7 +114,7 @@ def measure_removal(
     get_detector(settings, source)  # a warm worker: the load is measured on its own
     naive = naive_loop(settings, source, photos[:naive_images], work / "naive")
     archives = {}
-    with scratch_settings(settings) as scratch:
+    with scratch_buckets(settings, "inbox", "outbox", "reports") as scratch:
         for size in archive_sizes:
             archive = build_archive(photos, size, work / f"bench-{size}.zip")
             result = end_to_end(scratch, source, archive)

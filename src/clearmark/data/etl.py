@@ -10,9 +10,12 @@ a published version only moves ``LATEST``.  ``ts`` is the caller's logical times
 from __future__ import annotations
 
 import json
+import time
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from clearmark.data.sources import SourceSpec
     from clearmark.settings import Settings
     from clearmark.storage import ObjectStore
@@ -129,21 +132,31 @@ def asset_uri(settings: Settings, dataset: str) -> str:
 
 
 def run_etl(settings: Settings, dataset: str, *, ts: str | None = None) -> dict[str, Any]:
-    """Extract, load raw, curate, validate and publish ``dataset`` in this process."""
-    extracted = extract_step(settings, dataset, ts=ts)
-    raw = load_raw_step(settings, dataset, extracted, ts=ts)
-    curated = curate_step(settings, dataset, ts=ts)
-    validation = validate_step(settings, dataset, curated["version"], ts=ts)
-    published = publish_step(settings, dataset, curated["version"], ts=ts)
+    """Extract, load raw, curate, validate and publish ``dataset`` in this process (seconds per step in ``step_seconds``)."""
+    step_seconds: dict[str, float] = {}
+
+    def timed(step: str, call: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        started = time.perf_counter()
+        result = call()
+        step_seconds[step] = round(time.perf_counter() - started, 3)
+        return result
+
+    extracted = timed("extract", lambda: extract_step(settings, dataset, ts=ts))
+    raw = timed("load_raw", lambda: load_raw_step(settings, dataset, extracted, ts=ts))
+    curated = timed("curate", lambda: curate_step(settings, dataset, ts=ts))
+    validation = timed("validate", lambda: validate_step(settings, dataset, curated["version"], ts=ts))
+    published = timed("publish", lambda: publish_step(settings, dataset, curated["version"], ts=ts))
     return {
         "dataset": dataset,
         "version": curated["version"],
         "rows": curated["rows"],
         "rejects": curated["rejects"],
         "reject_ratio": curated["reject_ratio"],
+        "sources": extracted["sources"],
         "bytes_uploaded": raw["bytes_uploaded"],
         "validation_success": validation["success"],
         "data_docs_prefix": validation["data_docs_prefix"],
         "asset_uri": published["asset_uri"],
+        "step_seconds": step_seconds,
         "ts": ts,
     }
