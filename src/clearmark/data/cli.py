@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 
@@ -61,13 +61,20 @@ def synth(
     count: Annotated[int, typer.Option("--count", "-n", min=1, help="Number of images.")] = 200,
     seed: Annotated[int, typer.Option("--seed", "-s", help="Random seed: same seed, same images.")] = 0,
     size: Annotated[int, typer.Option("--size", min=64, help="Side of the square images in pixels.")] = 256,
+    styles: Annotated[
+        Literal["train", "heldout"],
+        typer.Option("--styles", help="train: the styles of the training data; heldout: fonts, logos and opacities training never uses."),
+    ] = "train",
 ) -> None:
     """Generate a deterministic synthetic (clean, watermarked, mask) set, fully offline."""
-    from clearmark.data.synth import generate_synthetic
+    from clearmark.data.synth import STYLE_SETS, generate_synthetic
 
     def body() -> dict[str, Any]:
-        summary = generate_synthetic(out, count, seed, size=size)
-        return {"out": str(summary.out_dir), "count": summary.count, "seed": seed, "size": size, "kinds": summary.kinds()}
+        summary = generate_synthetic(out, count, seed, size=size, styles=styles)
+        return {
+            "out": str(summary.out_dir), "count": summary.count, "seed": seed, "size": size, "kinds": summary.kinds(),
+            "styles": summary.styles, "style_set": STYLE_SETS[summary.styles].describe(),
+        }  # fmt: skip
 
     _emit(body)
 

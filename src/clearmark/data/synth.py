@@ -7,6 +7,12 @@ matplotlib's DejaVu TrueType fonts) or logos (discs, rings, stars, rounded
 rectangles, polygons, badges), single, in a corner, or tiled, in white, black, grey
 or colour, solid or with a gradient, at opacity 0.2-0.8.
 
+``styles="heldout"`` draws the watermarks in styles the training set never has: other
+fonts (STIX, other DejaVu variants), other logo shapes (crosses, crescents, arrows,
+hearts, shields) and opacities outside 0.2-0.8 (faint or strong), for benchmarks on
+watermarks the detector has not seen.  The default ``styles="train"`` is what the
+embedded dataset and the bundled baseline were made with, and stays byte-identical.
+
 Every mask is exact: 255 where the watermark's shape alpha (before the opacity
 fade) is >= 0.5, else 0.  Shape alpha below 0.5 is dropped before compositing, so a
 pixel outside the mask is byte-identical to the clean image.
@@ -20,14 +26,14 @@ from __future__ import annotations
 import importlib.util
 import math
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
     import numpy as np
-    from PIL import ImageFont
+    from PIL import ImageDraw, ImageFont
 
 # scikit-image images stored in its wheel (others need a pooch download).  Images that
 # are themselves text or documents ("page", "text") are left out: a clean image with
@@ -49,12 +55,44 @@ DEJAVU_FONTS = (
     "DejaVuSans-BoldOblique.ttf", "DejaVuSerif.ttf",
 )  # fmt: skip
 LOGO_SHAPES = ("disc", "ring", "star", "rounded_rect", "polygon", "badge")
+# Not in DEJAVU_FONTS, and with every character of WORDS and OWNERS (matplotlib's Computer
+# Modern fonts are left out: their encoding draws "©" as a Greek Phi).
+HELDOUT_FONTS = (
+    "STIXGeneral.ttf", "STIXGeneralBol.ttf", "STIXGeneralItalic.ttf", "STIXGeneralBolIta.ttf",
+    "DejaVuSansMono.ttf", "DejaVuSansMono-Oblique.ttf", "DejaVuSansMono-BoldOblique.ttf",
+    "DejaVuSans-Oblique.ttf", "DejaVuSerif-Italic.ttf", "DejaVuSerif-BoldItalic.ttf",
+)  # fmt: skip
+HELDOUT_LOGO_SHAPES = ("cross", "crescent", "arrow", "heart", "shield")
+PILLOW_FONT = "Pillow default"  # how Pillow's built-in font is named in SynthItem.fonts
 SUPERSAMPLE = 4  # logos are drawn 4x larger and box-reduced: anti-aliased edges
 COVERAGE_RANGE = (0.008, 0.32)  # a watermark outside this range is drawn again
 MIN_VISIBLE_DIFF = 20  # grey levels a masked pixel must change by to count as visible
 MIN_VISIBLE_SHARE = 0.9
 MIN_TEXT_SIZE = 0.09  # font size as a share of the side: capitals are >= ~6% of it
 PNG_LEVEL = 1  # 5x faster than the default level for 15% larger files
+
+
+@dataclass(frozen=True)
+class StyleSet:
+    """The watermark styles a generator mode draws from."""
+
+    name: str
+    fonts: tuple[str | None, ...]  # files in matplotlib's mpl-data/fonts/ttf; None: Pillow's built-in font
+    logo_shapes: tuple[str, ...]
+    opacity_ranges: tuple[tuple[float, float], ...]  # each image picks one range, then an opacity in it
+
+    def describe(self) -> str:
+        """One line for reports: the fonts, logo shapes and opacity ranges."""
+        fonts = ", ".join(PILLOW_FONT if font is None else font.removesuffix(".ttf") for font in self.fonts)
+        opacities = ", ".join(f"{low:g}-{high:g}" for low, high in self.opacity_ranges)
+        return f"{self.name} styles: fonts {fonts}; logos {', '.join(self.logo_shapes)}; opacity {opacities}"
+
+
+TRAIN_STYLES = StyleSet("train", (None, *DEJAVU_FONTS), LOGO_SHAPES, ((0.2, 0.8),))
+# A small gap to the training range, so that no held-out opacity is one training could draw.
+HELDOUT_STYLES = StyleSet("heldout", HELDOUT_FONTS, HELDOUT_LOGO_SHAPES, ((0.12, 0.18), (0.82, 0.95)))
+STYLE_SETS = {style_set.name: style_set for style_set in (TRAIN_STYLES, HELDOUT_STYLES)}
+Styles = Literal["train", "heldout"]
 
 
 @dataclass(frozen=True)
@@ -65,6 +103,9 @@ class SynthItem:
     background: str
     watermark: str
     coverage: float
+    fonts: tuple[str, ...]  # font file names of its text (PILLOW_FONT for Pillow's built-in one)
+    logos: tuple[str, ...]  # shapes of its logos
+    opacity: float
 
 
 @dataclass(frozen=True)
@@ -76,6 +117,7 @@ class SynthSummary:
     seed: int
     size: int
     items: tuple[SynthItem, ...]
+    styles: Styles = "train"
 
     @property
     def names(self) -> list[str]:
@@ -95,10 +137,14 @@ def synth_name(index: int) -> str:
     return f"synth_{index:05d}.png"
 
 
-def generate_synthetic(out_dir: Path, count: int, seed: int, *, size: int = 256, progress: bool = True) -> SynthSummary:
+def generate_synthetic(
+    out_dir: Path, count: int, seed: int, *, size: int = 256, styles: Styles = "train", progress: bool = True
+) -> SynthSummary:
     """Write ``count`` triples to ``out_dir/{clean,watermarked,masks}/synth_NNNNN.png``.
 
-    Same ``(count, seed, size)`` gives byte-identical files; nothing is downloaded.
+    Same ``(count, seed, size, styles)`` gives byte-identical files; nothing is downloaded.
+    ``styles="heldout"`` draws watermarks in fonts, logo shapes and opacities that the
+    default ``"train"`` styles never use (see :data:`HELDOUT_STYLES`).
     """
     import numpy as np
     from PIL import Image
@@ -108,6 +154,10 @@ def generate_synthetic(out_dir: Path, count: int, seed: int, *, size: int = 256,
         raise ValueError(f"count must be at least 1 (got {count}).")
     if size < 64:
         raise ValueError(f"size must be at least 64 pixels so that watermarks stay legible (got {size}).")
+    style_set = STYLE_SETS.get(styles)
+    if style_set is None:
+        raise ValueError(f"styles must be one of {', '.join(STYLE_SETS)} (got {styles!r}).")
+    _require_fonts(style_set)
     out_dir = Path(out_dir)
     folders = {part: out_dir / part for part in ("clean", "watermarked", "masks")}
     for folder in folders.values():
@@ -116,40 +166,58 @@ def generate_synthetic(out_dir: Path, count: int, seed: int, *, size: int = 256,
     items: list[SynthItem] = []
     for index in tqdm(range(count), desc="synthetic images", unit="img", disable=not progress):
         rng = np.random.default_rng(np.random.SeedSequence([seed, index]))
-        clean, watermarked, mask, item = _make_triple(rng, size, synth_name(index))
+        clean, watermarked, mask, item = _make_triple(rng, size, synth_name(index), style_set)
         Image.fromarray(clean).save(folders["clean"] / item.name, format="PNG", compress_level=PNG_LEVEL)
         Image.fromarray(watermarked).save(folders["watermarked"] / item.name, format="PNG", compress_level=PNG_LEVEL)
         Image.fromarray(mask).save(folders["masks"] / item.name, format="PNG", compress_level=PNG_LEVEL)
         items.append(item)
-    return SynthSummary(out_dir=out_dir, count=count, seed=seed, size=size, items=tuple(items))
+    return SynthSummary(out_dir=out_dir, count=count, seed=seed, size=size, items=tuple(items), styles=styles)
 
 
 # --- one triple ---------------------------------------------------------------------------
 
 
-def _make_triple(rng: np.random.Generator, size: int, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, SynthItem]:
+@dataclass
+class _Pen:
+    """Draws one watermark in a style set and notes the fonts and logo shapes it drew."""
+
+    styles: StyleSet
+    fonts: list[str] = field(default_factory=list)
+    logos: list[str] = field(default_factory=list)
+
+
+def _make_triple(
+    rng: np.random.Generator, size: int, name: str, styles: StyleSet
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, SynthItem]:
     import numpy as np
 
     background_kind = _choose(rng, BACKGROUND_WEIGHTS)
     clean = _BACKGROUNDS[background_kind](rng, size)
     watermark_kind = _choose(rng, WATERMARK_WEIGHTS)
     for _ in range(8):
-        alpha = _WATERMARKS[watermark_kind](rng, size)
+        pen = _Pen(styles)
+        alpha = _WATERMARKS[watermark_kind](rng, size, pen)
         coverage = float((alpha >= 0.5).mean())
         if COVERAGE_RANGE[0] <= coverage <= COVERAGE_RANGE[1]:
             break
     shape = np.where(alpha >= 0.5, alpha, 0.0).astype(np.float32)  # faint fringe dropped: mask is exact
     mask = shape > 0
     colour = _watermark_colour(rng, size, gradient=watermark_kind in {"logo", "tiled_logo", "logo_text"})
-    opacity = float(rng.uniform(0.2, 0.8))
+    # A single range (train) takes no draw to pick, so the train images stay as they were.
+    ranges = styles.opacity_ranges
+    low, high = ranges[0] if len(ranges) == 1 else ranges[int(rng.integers(len(ranges)))]
+    opacity = float(rng.uniform(low, high))
     for _ in range(4):
         watermarked = _composite(clean, colour, shape * opacity)
         if _visible_share(clean, watermarked, mask) >= MIN_VISIBLE_SHARE:
             break
         # Too close to the background: switch to the contrasting plain colour, more opaque.
         colour = _contrasting_colour(clean, mask, size)
-        opacity = min(0.8, opacity + 0.2)
-    item = SynthItem(name=name, background=background_kind, watermark=watermark_kind, coverage=float(mask.mean()))
+        opacity = min(high, opacity + 0.2)
+    item = SynthItem(
+        name=name, background=background_kind, watermark=watermark_kind, coverage=float(mask.mean()),
+        fonts=tuple(pen.fonts), logos=tuple(pen.logos), opacity=opacity,
+    )  # fmt: skip
     return clean, watermarked, (mask * 255).astype(np.uint8), item
 
 
@@ -328,15 +396,32 @@ def _contrasting_colour(clean: np.ndarray, mask: np.ndarray, size: int) -> np.nd
 # --- watermark shapes (alpha in 0..1, float32, size x size) -------------------------------
 
 
-@lru_cache(maxsize=1)
-def _font_files() -> tuple[str | None, ...]:
-    """TrueType files usable offline; ``None`` stands for Pillow's built-in font."""
-    fonts: list[str | None] = [None]
+def _matplotlib_font_folder() -> Path | None:
+    """matplotlib's bundled TrueType folder, or None without matplotlib."""
     spec = importlib.util.find_spec("matplotlib")  # find, not import: matplotlib is slow to import
-    if spec is not None and spec.submodule_search_locations:
-        folder = Path(next(iter(spec.submodule_search_locations))) / "mpl-data" / "fonts" / "ttf"
-        fonts += [str(folder / name) for name in DEJAVU_FONTS if (folder / name).is_file()]
-    return tuple(fonts)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations))) / "mpl-data" / "fonts" / "ttf"
+
+
+@lru_cache(maxsize=len(STYLE_SETS))
+def _font_files(styles: StyleSet) -> tuple[str | None, ...]:
+    """The style set's fonts usable offline, in its order; ``None`` stands for Pillow's built-in font."""
+    folder = _matplotlib_font_folder()
+    return tuple(
+        None if name is None else str(folder / name)
+        for name in styles.fonts
+        if name is None or (folder is not None and (folder / name).is_file())
+    )
+
+
+def _require_fonts(styles: StyleSet) -> None:
+    if not _font_files(styles):
+        raise ValueError(
+            f"None of the {styles.name} fonts ({', '.join(str(name) for name in styles.fonts)}) was found in "
+            f"matplotlib's mpl-data/fonts/ttf folder ({_matplotlib_font_folder() or 'matplotlib is not installed'}). "
+            "Install matplotlib into this environment (pip install matplotlib): it ships them, no download at run time."
+        )
 
 
 @lru_cache(maxsize=512)
@@ -358,13 +443,15 @@ def _random_text(rng: np.random.Generator, *, single_word: bool = False) -> str:
     return templates[int(rng.integers(len(templates)))]
 
 
-def _text_layer(rng: np.random.Generator, text: str, pixels: int, rotation: float) -> np.ndarray:
+def _text_layer(rng: np.random.Generator, pen: _Pen, text: str, pixels: int, rotation: float) -> np.ndarray:
     """Tight float32 alpha of ``text`` rendered at ``pixels`` font size, rotated."""
     import numpy as np
     from PIL import Image, ImageDraw
 
-    fonts = _font_files()
-    font = _font(fonts[int(rng.integers(len(fonts)))], pixels)
+    fonts = _font_files(pen.styles)
+    path = fonts[int(rng.integers(len(fonts)))]
+    pen.fonts.append(PILLOW_FONT if path is None else Path(path).name)
+    font = _font(path, pixels)
     # Strokes of at least 1 px on small text: thin glyphs would be a mask of anti-aliased fringes.
     stroke = int(rng.integers(1 if pixels < 40 else 0, max(2, pixels // 12) + 1))
     left, top, right, bottom = ImageDraw.Draw(Image.new("L", (1, 1))).textbbox((0, 0), text, font=font, stroke_width=stroke)
@@ -375,40 +462,121 @@ def _text_layer(rng: np.random.Generator, text: str, pixels: int, rotation: floa
     return np.asarray(layer, np.float32) / 255.0
 
 
-def _logo_layer(rng: np.random.Generator, side: int, rotation: float) -> np.ndarray:
-    """Float32 alpha of a random logo shape in a ``side`` x ``side`` box (anti-aliased)."""
+def _logo_layer(rng: np.random.Generator, pen: _Pen, side: int, rotation: float) -> np.ndarray:
+    """Float32 alpha of a random logo shape of the style set in a ``side`` x ``side`` box (anti-aliased)."""
     import numpy as np
     from PIL import Image, ImageDraw
 
     big = side * SUPERSAMPLE
     layer = Image.new("L", (big, big), 0)
-    draw = ImageDraw.Draw(layer)
     centre = big / 2
     radius = big / 2 - SUPERSAMPLE
-    shape = LOGO_SHAPES[int(rng.integers(len(LOGO_SHAPES)))]
+    shape = pen.styles.logo_shapes[int(rng.integers(len(pen.styles.logo_shapes)))]
+    pen.logos.append(shape)
     ring_width = max(SUPERSAMPLE * 2, int(radius * rng.uniform(0.15, 0.3)))
-    if shape == "disc":
-        draw.ellipse([centre - radius, centre - radius * rng.uniform(0.6, 1.0), centre + radius, centre + radius], fill=255)
-    elif shape == "ring":
-        draw.ellipse([centre - radius, centre - radius, centre + radius, centre + radius], outline=255, width=ring_width)
-    elif shape in {"star", "badge"}:
-        inner = radius if shape == "star" else radius - ring_width * 1.6
-        if shape == "badge":
-            draw.ellipse([centre - radius, centre - radius, centre + radius, centre + radius], outline=255, width=ring_width)
-        draw.polygon(_star_points(centre, inner, int(rng.integers(5, 9)), float(rng.uniform(0.4, 0.6))), fill=255)
-    elif shape == "rounded_rect":
-        box = [centre - radius, centre - radius * rng.uniform(0.5, 1.0), centre + radius, centre + radius * rng.uniform(0.5, 1.0)]
-        corner = int(radius * rng.uniform(0.1, 0.5))
-        if rng.random() < 0.5:
-            draw.rounded_rectangle(box, radius=corner, fill=255)
-        else:
-            draw.rounded_rectangle(box, radius=corner, outline=255, width=ring_width)
-    else:
-        draw.regular_polygon((centre, centre, radius), int(rng.integers(3, 9)), rotation=float(rng.uniform(0, 360)), fill=255)
+    _LOGO_DRAWERS[shape](ImageDraw.Draw(layer), rng, centre, radius, ring_width)
     layer = layer.reduce(SUPERSAMPLE)
     if rotation:
         layer = layer.rotate(rotation, resample=Image.Resampling.BICUBIC, expand=True)
     return np.asarray(layer, np.float32) / 255.0
+
+
+# Each drawer paints 255 on the supersampled layer, inside the circle of ``radius`` around
+# (centre, centre); ``ring_width`` is the stroke of outlined variants.
+
+
+def _draw_disc(draw: ImageDraw.ImageDraw, rng: np.random.Generator, centre: float, radius: float, ring_width: int) -> None:
+    draw.ellipse([centre - radius, centre - radius * rng.uniform(0.6, 1.0), centre + radius, centre + radius], fill=255)
+
+
+def _draw_ring(draw: ImageDraw.ImageDraw, rng: np.random.Generator, centre: float, radius: float, ring_width: int) -> None:
+    draw.ellipse([centre - radius, centre - radius, centre + radius, centre + radius], outline=255, width=ring_width)
+
+
+def _draw_star(draw: ImageDraw.ImageDraw, rng: np.random.Generator, centre: float, radius: float, ring_width: int) -> None:
+    draw.polygon(_star_points(centre, radius, int(rng.integers(5, 9)), float(rng.uniform(0.4, 0.6))), fill=255)
+
+
+def _draw_badge(draw: ImageDraw.ImageDraw, rng: np.random.Generator, centre: float, radius: float, ring_width: int) -> None:
+    _draw_ring(draw, rng, centre, radius, ring_width)
+    _draw_star(draw, rng, centre, radius - ring_width * 1.6, ring_width)
+
+
+def _draw_rounded_rect(draw: ImageDraw.ImageDraw, rng: np.random.Generator, centre: float, radius: float, ring_width: int) -> None:
+    box = [centre - radius, centre - radius * rng.uniform(0.5, 1.0), centre + radius, centre + radius * rng.uniform(0.5, 1.0)]
+    corner = int(radius * rng.uniform(0.1, 0.5))
+    if rng.random() < 0.5:
+        draw.rounded_rectangle(box, radius=corner, fill=255)
+    else:
+        draw.rounded_rectangle(box, radius=corner, outline=255, width=ring_width)
+
+
+def _draw_polygon(draw: ImageDraw.ImageDraw, rng: np.random.Generator, centre: float, radius: float, ring_width: int) -> None:
+    draw.regular_polygon((centre, centre, radius), int(rng.integers(3, 9)), rotation=float(rng.uniform(0, 360)), fill=255)
+
+
+def _draw_cross(draw: ImageDraw.ImageDraw, rng: np.random.Generator, centre: float, radius: float, ring_width: int) -> None:
+    arm = radius * rng.uniform(0.16, 0.3)  # half the bar thickness
+    draw.rectangle([centre - radius, centre - arm, centre + radius, centre + arm], fill=255)
+    draw.rectangle([centre - arm, centre - radius, centre + arm, centre + radius], fill=255)
+
+
+def _draw_crescent(draw: ImageDraw.ImageDraw, rng: np.random.Generator, centre: float, radius: float, ring_width: int) -> None:
+    draw.ellipse([centre - radius, centre - radius, centre + radius, centre + radius], fill=255)
+    cut = radius * rng.uniform(0.75, 0.95)  # a smaller disc, shifted towards a random side, is cut out
+    angle = rng.uniform(0, 2 * math.pi)
+    shift = radius * rng.uniform(0.3, 0.55)
+    x, y = centre + shift * math.cos(angle), centre + shift * math.sin(angle)
+    draw.ellipse([x - cut, y - cut, x + cut, y + cut], fill=0)
+
+
+def _draw_arrow(draw: ImageDraw.ImageDraw, rng: np.random.Generator, centre: float, radius: float, ring_width: int) -> None:
+    shaft = radius * rng.uniform(0.18, 0.3)  # half the shaft thickness
+    head = radius * rng.uniform(0.7, 1.0)  # head length
+    barb = radius * rng.uniform(0.6, 0.9)  # half the head width
+    outline = [(-radius, -shaft), (radius - head, -shaft), (radius - head, -barb), (radius, 0.0), (radius - head, barb), (radius - head, shaft), (-radius, shaft)]
+    draw.polygon(_turned(outline, centre, math.pi / 2 * int(rng.integers(4))), fill=255)
+
+
+def _draw_heart(draw: ImageDraw.ImageDraw, rng: np.random.Generator, centre: float, radius: float, ring_width: int) -> None:
+    # The classic parametric heart, x in [-16, 16] and y in [-17, 12] before scaling.
+    scale = radius / 17
+    steps = [2 * math.pi * k / 96 for k in range(96)]
+    outline = [(16 * math.sin(t) ** 3, -(13 * math.cos(t) - 5 * math.cos(2 * t) - 2 * math.cos(3 * t) - math.cos(4 * t)) - 2.5) for t in steps]
+    points = [(centre + x * scale, centre + y * scale) for x, y in outline]
+    if rng.random() < 0.7:
+        draw.polygon(points, fill=255)
+    else:
+        draw.polygon(points, outline=255, width=ring_width)
+
+
+def _draw_shield(draw: ImageDraw.ImageDraw, rng: np.random.Generator, centre: float, radius: float, ring_width: int) -> None:
+    half_width = radius * rng.uniform(0.65, 0.85)
+    shoulder = radius * rng.uniform(-0.1, 0.3)  # where the straight sides start curving to the tip
+    steps = [k / 24 for k in range(25)]
+    # Vertical where the straight sides end, meeting at an angle at the bottom tip.
+    right = [(half_width * math.cos(math.pi / 2 * t), shoulder + (radius - shoulder) * t) for t in steps]
+    outline = [(-half_width, -radius), (half_width, -radius), *right, *[(-x, y) for x, y in reversed(right)]]
+    points = [(centre + x, centre + y) for x, y in outline]
+    if rng.random() < 0.6:
+        draw.polygon(points, fill=255)
+    else:
+        draw.polygon(points, outline=255, width=ring_width)
+
+
+_LOGO_DRAWERS = {
+    "disc": _draw_disc,
+    "ring": _draw_ring,
+    "star": _draw_star,
+    "badge": _draw_badge,
+    "rounded_rect": _draw_rounded_rect,
+    "polygon": _draw_polygon,
+    "cross": _draw_cross,
+    "crescent": _draw_crescent,
+    "arrow": _draw_arrow,
+    "heart": _draw_heart,
+    "shield": _draw_shield,
+}
 
 
 def _star_points(centre: float, radius: float, points: int, inner_ratio: float) -> list[tuple[float, float]]:
@@ -418,6 +586,12 @@ def _star_points(centre: float, radius: float, points: int, inner_ratio: float) 
         angle = math.pi * k / points - math.pi / 2
         vertices.append((centre + r * math.cos(angle), centre + r * math.sin(angle)))
     return vertices
+
+
+def _turned(outline: list[tuple[float, float]], centre: float, angle: float) -> list[tuple[float, float]]:
+    """``outline`` (relative to the centre) rotated by ``angle`` and moved to (centre, centre)."""
+    cos, sin = math.cos(angle), math.sin(angle)
+    return [(centre + x * cos - y * sin, centre + x * sin + y * cos) for x, y in outline]
 
 
 def _stamp(canvas: np.ndarray, layer: np.ndarray, x: int, y: int) -> None:
@@ -456,26 +630,27 @@ def _fit(layer: np.ndarray, size: int) -> bool:
     return layer.shape[0] <= size and layer.shape[1] <= size
 
 
-def _watermark_text(rng: np.random.Generator, size: int) -> np.ndarray:
+def _watermark_text(rng: np.random.Generator, size: int, pen: _Pen) -> np.ndarray:
     import numpy as np
 
     canvas = np.zeros((size, size), np.float32)
     text = _random_text(rng)
     rotation = float(rng.uniform(-45, 45)) if rng.random() < 0.5 else 0.0
     pixels = int(size * rng.uniform(0.1, 0.2))
-    layer = _text_layer(rng, text, pixels, rotation)
+    layer = _text_layer(rng, pen, text, pixels, rotation)
     while not _fit(layer, size) and pixels * 0.85 >= size * MIN_TEXT_SIZE:  # long text: shrink until it fits
         pixels = int(pixels * 0.85)
-        layer = _text_layer(rng, text, pixels, rotation)
+        pen.fonts.pop()  # the smaller rendering replaces this one
+        layer = _text_layer(rng, pen, text, pixels, rotation)
     _place_randomly(rng, canvas, layer)
     return canvas
 
 
-def _watermark_corner_text(rng: np.random.Generator, size: int) -> np.ndarray:
+def _watermark_corner_text(rng: np.random.Generator, size: int, pen: _Pen) -> np.ndarray:
     import numpy as np
 
     canvas = np.zeros((size, size), np.float32)
-    layer = _text_layer(rng, _random_text(rng, single_word=True), int(size * rng.uniform(0.09, 0.14)), 0.0)
+    layer = _text_layer(rng, pen, _random_text(rng, single_word=True), int(size * rng.uniform(0.09, 0.14)), 0.0)
     margin = int(size * rng.uniform(0.02, 0.06))
     right, bottom = rng.random(2) < 0.5
     x = size - margin - layer.shape[1] if right else margin
@@ -484,33 +659,34 @@ def _watermark_corner_text(rng: np.random.Generator, size: int) -> np.ndarray:
     return canvas
 
 
-def _watermark_tiled_text(rng: np.random.Generator, size: int) -> np.ndarray:
+def _watermark_tiled_text(rng: np.random.Generator, size: int, pen: _Pen) -> np.ndarray:
     import numpy as np
 
     canvas = np.zeros((size, size), np.float32)
     rotation = float(rng.choice([0.0, 30.0, -30.0, 45.0, -45.0]))
-    layer = _text_layer(rng, _random_text(rng), int(size * rng.uniform(MIN_TEXT_SIZE, 0.12)), rotation)
+    layer = _text_layer(rng, pen, _random_text(rng), int(size * rng.uniform(MIN_TEXT_SIZE, 0.12)), rotation)
     _tile(rng, canvas, layer, gap=float(rng.uniform(0.3, 1.0)))
     return canvas
 
 
-def _watermark_logo(rng: np.random.Generator, size: int) -> np.ndarray:
+def _watermark_logo(rng: np.random.Generator, size: int, pen: _Pen) -> np.ndarray:
     import numpy as np
 
     canvas = np.zeros((size, size), np.float32)
     rotation = float(rng.uniform(-30, 30)) if rng.random() < 0.4 else 0.0
-    _place_randomly(rng, canvas, _logo_layer(rng, int(size * rng.uniform(0.2, 0.5)), rotation))
+    _place_randomly(rng, canvas, _logo_layer(rng, pen, int(size * rng.uniform(0.2, 0.5)), rotation))
     return canvas
 
 
-def _watermark_logo_text(rng: np.random.Generator, size: int) -> np.ndarray:
+def _watermark_logo_text(rng: np.random.Generator, size: int, pen: _Pen) -> np.ndarray:
     """A small logo with a name beside it, like a photo agency's signature."""
     import numpy as np
 
-    logo = _logo_layer(rng, int(size * rng.uniform(0.14, 0.24)), 0.0)
-    text = _text_layer(rng, _random_text(rng), max(int(size * MIN_TEXT_SIZE), int(logo.shape[0] * rng.uniform(0.55, 0.8))), 0.0)
+    logo = _logo_layer(rng, pen, int(size * rng.uniform(0.14, 0.24)), 0.0)
+    text = _text_layer(rng, pen, _random_text(rng), max(int(size * MIN_TEXT_SIZE), int(logo.shape[0] * rng.uniform(0.55, 0.8))), 0.0)
     if logo.shape[1] + text.shape[1] + 4 > size:
-        text = _text_layer(rng, _random_text(rng, single_word=True), int(size * MIN_TEXT_SIZE), 0.0)
+        pen.fonts.pop()  # a single word replaces the text that does not fit
+        text = _text_layer(rng, pen, _random_text(rng, single_word=True), int(size * MIN_TEXT_SIZE), 0.0)
     block = np.zeros((max(logo.shape[0], text.shape[0]), logo.shape[1] + 4 + text.shape[1]), np.float32)
     _stamp(block, logo, 0, 0)
     _stamp(block, text, logo.shape[1] + 4, (block.shape[0] - text.shape[0]) // 2)
@@ -519,11 +695,11 @@ def _watermark_logo_text(rng: np.random.Generator, size: int) -> np.ndarray:
     return canvas
 
 
-def _watermark_tiled_logo(rng: np.random.Generator, size: int) -> np.ndarray:
+def _watermark_tiled_logo(rng: np.random.Generator, size: int, pen: _Pen) -> np.ndarray:
     import numpy as np
 
     canvas = np.zeros((size, size), np.float32)
-    layer = _logo_layer(rng, int(size * rng.uniform(0.1, 0.18)), float(rng.uniform(0, 45)))
+    layer = _logo_layer(rng, pen, int(size * rng.uniform(0.1, 0.18)), float(rng.uniform(0, 45)))
     _tile(rng, canvas, layer, gap=float(rng.uniform(0.5, 1.5)))
     return canvas
 
