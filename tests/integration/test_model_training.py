@@ -53,6 +53,11 @@ def test_cli_trains_logs_to_mlflow_and_pyfunc_loads_at_any_size(settings: Settin
     assert len(run.data.tags["manifest_sha256"]) == 64 and run.data.tags["system.torch"]
     for metric in ("train_loss", "val_iou", "val_dice", "val_precision", "val_recall", "learning_rate"):
         assert [m.step for m in client.get_metric_history(run.info.run_id, metric)] == [1, 2], metric
+    # The threshold is calibrated on the validation split and travels with the export.
+    calibrated = client.get_metric_history(run.info.run_id, "calibrated_threshold")
+    assert len(calibrated) == 1 and 0.2 <= calibrated[0].value <= 0.8
+    exported = json.loads(Path(client.download_artifacts(run.info.run_id, "export/config.json")).read_text())
+    assert exported["threshold"] == pytest.approx(calibrated[0].value)
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)} | {a.path for a in client.list_artifacts(run.info.run_id, "export")}
     assert {"config", "export/model.safetensors", "export/config.json", "export/MODEL_CARD.md", "export/metrics.json"} <= artifacts
     images = {a.path for a in client.list_artifacts(run.info.run_id, "images")} | {a.path for a in client.list_artifacts(run.info.run_id, "samples")}
@@ -138,6 +143,12 @@ def test_time_budget_stops_after_the_epoch_that_passes_it(settings: Settings, sy
     assert len(elapsed) == 1 and elapsed[0].value >= 0.06
     with pytest.raises(TrainingError, match="max_minutes must be positive"):
         train(settings, TrainConfig(data_dir=synth_folder, max_minutes=0, **TINY))
+
+
+def test_calibrate_refuses_the_test_split(settings: Settings, synth_folder: Path, tmp_path: Path) -> None:
+    process = _cli(settings, "calibrate", "--model", str(tmp_path), "--data-dir", str(synth_folder), "--split", "test")
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode != 0 and "leak" in stderr and "--split val" in stderr
 
 
 def test_diverging_loss_stops_with_a_clear_error(settings: Settings, synth_folder: Path) -> None:

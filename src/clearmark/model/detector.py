@@ -255,10 +255,17 @@ def save_detector(
     return out
 
 
-def update_detector_metrics(folder: str | Path, metrics: dict[str, Any]) -> None:
-    """Merge ``metrics`` into a saved detector's ``metrics.json`` and rewrite its model card."""
+def update_detector_metrics(folder: str | Path, metrics: dict[str, Any], *, threshold: float | None = None) -> None:
+    """Merge ``metrics`` into a saved detector's ``metrics.json`` and rewrite its model card.
+
+    ``threshold`` also replaces the mask threshold in ``config.json`` (a calibration).
+    """
     folder = Path(folder)
     record = json.loads((folder / CONFIG_FILE).read_text())
+    if threshold is not None:
+        record["threshold"] = threshold
+        DetectorConfig.from_dict(record)  # validates the new threshold
+        (folder / CONFIG_FILE).write_text(json.dumps(record, indent=2) + "\n")
     merged = {**json.loads((folder / METRICS_FILE).read_text()), **metrics}
     (folder / METRICS_FILE).write_text(json.dumps(merged, indent=2, sort_keys=True) + "\n")
     card = _model_card(DetectorConfig.from_dict(record), merged, record.get("data_version"), record["weights_sha256"])
