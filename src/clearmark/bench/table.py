@@ -59,11 +59,12 @@ def _quality_rows(quality: dict[str, Any]) -> list[Row]:
         if "skipped" in result:
             rows.append((f"removal quality, {method}", "not measured", "", "", result["skipped"]))
             continue
+        is_baseline = result is nothing
         rows.append((
             f"removal quality, {method}: PSNR / SSIM (whole; in true mask)",
             f"{result['psnr_db']:.2f} dB / {result['ssim']:.3f}; {result['psnr_in_mask_db']:.2f} dB / {result['ssim_in_mask']:.3f}",
-            f"doing nothing {nothing['psnr_db']:.2f} dB; in mask {nothing['psnr_in_mask_db']:.2f} dB",
-            f"{result['psnr_in_mask_db'] - nothing['psnr_in_mask_db']:+.2f} dB in mask", "",
+            "" if is_baseline else f"doing nothing {nothing['psnr_db']:.2f} dB; in mask {nothing['psnr_in_mask_db']:.2f} dB",
+            "" if is_baseline else f"{result['psnr_in_mask_db'] - nothing['psnr_in_mask_db']:+.2f} dB in mask", "",
         ))  # fmt: skip
     return rows
 
