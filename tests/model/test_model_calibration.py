@@ -44,9 +44,11 @@ def test_calibration_finds_the_threshold_that_separates_the_mask() -> None:
 def test_calibrated_threshold_is_written_into_config_and_card(tmp_path: Path) -> None:
     torch.manual_seed(0)
     folder = save_detector(build_network(CONFIG), CONFIG, tmp_path / "det", metrics={"val_iou": 0.5})
-    update_detector_metrics(folder, {"val_iou_calibrated": 0.6}, threshold=0.35)
+    history = [{"epoch": 1, "elapsed_s": 60.0, "val_iou": 0.5}]
+    update_detector_metrics(folder, {"val_iou_calibrated": 0.6, "history": history}, threshold=0.35)
     assert load_detector(folder).config.threshold == 0.35
-    assert json.loads((folder / "metrics.json").read_text()) == {"val_iou": 0.5, "val_iou_calibrated": 0.6}
-    assert "| mask threshold | 0.35 |" in (folder / "MODEL_CARD.md").read_text()
+    assert json.loads((folder / "metrics.json").read_text()) == {"val_iou": 0.5, "val_iou_calibrated": 0.6, "history": history}
+    card = (folder / "MODEL_CARD.md").read_text()
+    assert "| mask threshold | 0.35 |" in card and "| val_iou_calibrated | 0.6000 |" in card and "history" not in card  # scalars only
     with pytest.raises(Exception, match="threshold must lie strictly between 0 and 1"):
         update_detector_metrics(folder, {}, threshold=1.5)

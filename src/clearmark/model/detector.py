@@ -178,7 +178,8 @@ class Detector:
 
 def _model_card(config: DetectorConfig, metrics: dict[str, Any], data_version: str | None, weights_sha256: str) -> str:
     """Markdown model card: what the model is, how good it is, what it is not for."""
-    metric_lines = "\n".join(f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in sorted(metrics.items()))
+    scalars = {k: v for k, v in metrics.items() if isinstance(v, str | int | float)}  # e.g. not a per-epoch history
+    metric_lines = "\n".join(f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in sorted(scalars.items()))
     return f"""# clearmark watermark detector
 
 | field | value |
