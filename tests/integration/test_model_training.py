@@ -145,12 +145,6 @@ def test_time_budget_stops_after_the_epoch_that_passes_it(settings: Settings, sy
         train(settings, TrainConfig(data_dir=synth_folder, max_minutes=0, **TINY))
 
 
-def test_calibrate_refuses_the_test_split(settings: Settings, synth_folder: Path, tmp_path: Path) -> None:
-    process = _cli(settings, "calibrate", "--model", str(tmp_path), "--data-dir", str(synth_folder), "--split", "test")
-    _, stderr = process.communicate(timeout=300)
-    assert process.returncode != 0 and "leak" in stderr and "--split val" in stderr
-
-
 def test_diverging_loss_stops_with_a_clear_error(settings: Settings, synth_folder: Path) -> None:
     with pytest.raises(TrainingError, match="diverged.*Lower --learning-rate"):
         train(settings, TrainConfig(data_dir=synth_folder, epochs=1, learning_rate=1e30, scheduler="cosine", run_name="nan", **TINY))

@@ -1,4 +1,4 @@
-"""Threshold calibration picks the IoU-best threshold on validation pairs and records it in the folder."""
+"""Calibration after training: BatchNorm statistics from un-augmented training images, the threshold from validation."""
 
 from __future__ import annotations
 
@@ -10,7 +10,10 @@ import pytest
 import torch
 
 from clearmark.model.detector import Detector, DetectorConfig, build_network, load_detector, save_detector, update_detector_metrics
-from clearmark.model.evaluate import calibrate_threshold
+from clearmark.data.synth import generate_synthetic
+from clearmark.model.calibrate import calibrate_detector, calibrate_threshold, recalibrate_batchnorm
+from clearmark.model.data import load_training_data
+from clearmark.settings import Settings
 
 CONFIG = DetectorConfig(architecture="Unet", encoder="mobilenet_v2", image_size=64, decoder_channels=[16, 16, 16, 16, 8])
 
@@ -52,3 +55,38 @@ def test_calibrated_threshold_is_written_into_config_and_card(tmp_path: Path) ->
     assert "| mask threshold | 0.35 |" in card and "| val_iou_calibrated | 0.6000 |" in card and "history" not in card  # scalars only
     with pytest.raises(Exception, match="threshold must lie strictly between 0 and 1"):
         update_detector_metrics(folder, {}, threshold=1.5)
+
+
+def test_batchnorm_recalibration_re_estimates_statistics_and_leaves_weights_alone() -> None:
+    torch.manual_seed(1)
+    detector = Detector(build_network(CONFIG), CONFIG, version="x", device="cpu")
+    norm = next(m for m in detector.network.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    weights = {k: v.clone() for k, v in detector.network.state_dict().items() if "running" not in k and "num_batches" not in k}
+    images = [np.random.default_rng(i).integers(0, 256, (64, 64, 3), dtype=np.uint8) for i in range(6)]
+
+    assert recalibrate_batchnorm(detector, images, batch_size=4) == 6
+    first = norm.running_mean.clone()
+    assert not torch.allclose(first, torch.zeros_like(first))  # estimated, not the reset value
+    assert norm.momentum == 0.1 and not detector.network.training  # restored
+    assert recalibrate_batchnorm(detector, images, batch_size=4) == 6
+    torch.testing.assert_close(norm.running_mean, first)  # a fresh estimate each time, not a drift
+    state = detector.network.state_dict()
+    assert all(torch.equal(state[k], v) for k, v in weights.items())
+
+
+def test_calibrate_detector_never_lowers_validation_iou(tmp_path: Path) -> None:
+    generate_synthetic(tmp_path / "data", 40, 5, size=64, progress=False)
+    data = load_training_data(Settings(home=tmp_path / "home"), "synthetic", None, tmp_path / "data")
+    torch.manual_seed(2)
+    folder = save_detector(build_network(CONFIG), CONFIG, tmp_path / "det", metrics={"val_iou": 0.1})
+    sha_before = json.loads((folder / "config.json").read_text())["weights_sha256"]
+
+    result = calibrate_detector(folder, data, progress=False)
+
+    assert result["iou"] >= result["val_iou_before"]
+    detector = load_detector(folder)
+    assert detector.config.threshold == result["threshold"]
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert metrics["val_iou"] == 0.1 and metrics["val_iou_calibrated"] == result["iou"]
+    changed = json.loads((folder / "config.json").read_text())["weights_sha256"] != sha_before
+    assert changed == metrics["batchnorm_recalibrated"] == (result["batchnorm_images"] > 0)

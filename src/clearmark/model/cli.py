@@ -144,30 +144,28 @@ def evaluate_command(
 
 
 def calibrate_command(
-    model: Annotated[Path, typer.Option(help="Local detector folder (written by `clearmark train`); its config.json gets the threshold.")],
+    model: Annotated[Path, typer.Option(help="Local detector folder (written by `clearmark train`); rewritten in place.")],
     dataset: Annotated[str | None, typer.Option(help="Curated dataset name (default: settings.dataset).")] = None,
     dataset_version: Annotated[str | None, typer.Option(help="Published version (default: the latest).")] = None,
     data_dir: Annotated[Path | None, typer.Option(help="Local folder instead of object storage.")] = None,
-    split: Annotated[str, typer.Option(help="Calibrate on this split; val, never the test split the gate uses.")] = "val",
     threads: Annotated[int | None, typer.Option(help="torch CPU threads.")] = None,
 ) -> None:
-    """Choose the mask threshold with the best IoU on the validation split and write it into the detector folder."""
-    from clearmark.model.data import DatasetError, iter_pairs, load_training_data
-    from clearmark.model.detector import DetectorError, load_detector, update_detector_metrics
-    from clearmark.model.evaluate import calibrate_threshold
+    """Recalibrate BatchNorm statistics (training split) and the mask threshold (validation split) of a detector.
+
+    Each change is kept only if validation IoU does not drop; the test split, which the
+    gate measures, is never read.  `clearmark train` runs this on its best checkpoint.
+    """
+    from clearmark.model.calibrate import calibrate_detector
+    from clearmark.model.data import DatasetError, load_training_data
+    from clearmark.model.detector import DetectorError
     from clearmark.settings import get_settings
 
     _limit_threads(threads)
-    if split == "test":
-        raise _fail(ValueError("Calibrating on the test split would leak it into the gate's measurement; use --split val."))
     try:
-        detector = load_detector(model)
         data = load_training_data(get_settings(), dataset, dataset_version, data_dir)
-        rows = data.split(split)
-        result = calibrate_threshold(detector, iter_pairs(data, rows))
+        result = calibrate_detector(model, data)
     except (DatasetError, DetectorError, ValueError) as exc:
         raise _fail(exc) from exc
-    update_detector_metrics(model, {f"{split}_iou_calibrated": result["iou"], "calibrated_on": f"{data.version}/{split}"}, threshold=result["threshold"])
     _print_result(result)
 
 

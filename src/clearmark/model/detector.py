@@ -144,7 +144,6 @@ class Detector:
         """
         import numpy as np
         import torch
-        import torch.nn.functional as F
 
         if not isinstance(batch, np.ndarray) or batch.ndim != 4 or batch.shape[-1] != 3 or batch.dtype != np.uint8:
             got = f"{type(batch).__name__} {getattr(batch, 'shape', '')} {getattr(batch, 'dtype', '')}"
@@ -154,22 +153,30 @@ class Detector:
         if self._layout != layout:  # converting the weights costs a copy: only when the layout changes
             self.network.to(memory_format=layout)
             self._layout = layout
-        mean = torch.tensor(IMAGENET_MEAN, device=self.device).view(1, 3, 1, 1)
-        std = torch.tensor(IMAGENET_STD, device=self.device).view(1, 3, 1, 1)
         out = np.empty((n, height, width), dtype=np.float32)
         was_training = self.network.training
         self.network.eval()
         try:
             with torch.inference_mode():
                 for start in range(0, n, chunk_size):
-                    chunk = torch.from_numpy(batch[start : start + chunk_size]).to(self.device)
-                    x = chunk.permute(0, 3, 1, 2).float().div_(255.0).sub_(mean).div_(std)
-                    x = F.pad(x, (0, _pad_amount(width), 0, _pad_amount(height)), mode="replicate").contiguous(memory_format=layout)
+                    x = self.network_input(batch[start : start + chunk_size]).contiguous(memory_format=layout)
                     logits = self.network(x)[:, 0, :height, :width]
                     out[start : start + chunk_size] = torch.sigmoid(logits.float()).cpu().numpy()
         finally:
             self.network.train(was_training)
         return out
+
+    def network_input(self, batch: np.ndarray) -> torch.Tensor:
+        """N x H x W x 3 uint8 RGB -> the network's input: N x 3 x H' x W' float, ImageNet-normalised,
+        edge-padded to multiples of 32 (so borders do not look like a frame)."""
+        import torch
+        import torch.nn.functional as F
+
+        height, width = batch.shape[1:3]
+        mean = torch.tensor(IMAGENET_MEAN, device=self.device).view(1, 3, 1, 1)
+        std = torch.tensor(IMAGENET_STD, device=self.device).view(1, 3, 1, 1)
+        x = torch.from_numpy(batch).to(self.device).permute(0, 3, 1, 2).float().div_(255.0).sub_(mean).div_(std)
+        return F.pad(x, (0, _pad_amount(width), 0, _pad_amount(height)), mode="replicate")
 
     def predict_mask(self, batch: np.ndarray) -> np.ndarray:
         """N x H x W bool masks: probabilities above the configured threshold."""

@@ -47,36 +47,6 @@ def evaluate_pairs(detector: Detector, pairs: Iterable[tuple[str, np.ndarray, np
     }
 
 
-# Thresholds tried by calibration; the probabilities are computed once per image.
-THRESHOLD_GRID: tuple[float, ...] = tuple(round(0.2 + 0.05 * i, 2) for i in range(13))
-
-
-def calibrate_threshold(
-    detector: Detector, pairs: Iterable[tuple[str, np.ndarray, np.ndarray]], *, candidates: tuple[float, ...] = THRESHOLD_GRID, progress: bool = True
-) -> dict[str, Any]:
-    """The mask threshold with the best aggregate IoU on ``pairs`` (use the validation split, never test).
-
-    Returns ``{"threshold", "iou", "iou_at_current", "by_threshold"}``; ties keep the threshold
-    closest to the detector's current one.
-    """
-    from tqdm import tqdm
-
-    counts = {t: PixelCounts() for t in candidates}
-    seen = 0
-    for _, image, mask in tqdm(pairs, desc="calibrate", unit="img", disable=not progress):
-        probabilities = detector.predict_proba(image[None])[0]
-        for threshold in candidates:
-            counts[threshold] += PixelCounts.from_masks(probabilities > threshold, mask)
-        seen += 1
-    if not seen:
-        raise ValueError("Nothing to calibrate on: the split holds no pairs.")
-    current = detector.config.threshold
-    by_threshold = {t: c.iou for t, c in counts.items()}
-    best = max(candidates, key=lambda t: (round(by_threshold[t], 6), -abs(t - current)))
-    at_current = by_threshold.get(current)
-    return {"threshold": best, "iou": by_threshold[best], "iou_at_current": at_current, "images": seen, "by_threshold": by_threshold}
-
-
 def evaluate_split(detector: Detector, data: TrainingData, split: str = "test", *, progress: bool = True) -> dict[str, Any]:
     """:func:`evaluate_pairs` on one split of a dataset version, with the data's identity."""
     from clearmark.model.data import iter_pairs

@@ -268,8 +268,9 @@ def train(settings: Settings, config: TrainConfig) -> dict[str, Any]:
     from torch.utils.data.distributed import DistributedSampler
 
     from clearmark.model.data import PairDataset, iter_pairs, load_training_data, train_augmentations
-    from clearmark.model.detector import Detector, build_network, load_detector, save_detector, update_detector_metrics
-    from clearmark.model.evaluate import calibrate_threshold, evaluate_pairs
+    from clearmark.model.calibrate import calibrate_detector
+    from clearmark.model.detector import Detector, build_network, load_detector, save_detector
+    from clearmark.model.evaluate import evaluate_pairs
     from clearmark.model.registry import MODEL_URI_TAG, check_mlflow, log_detector_model, use_tracking_server
 
     config.validate()
@@ -412,9 +413,15 @@ def train(settings: Settings, config: TrainConfig) -> dict[str, Any]:
             return {}
         assert checkpoint_dir is not None
         best_dir = checkpoint_dir / "best"
-        calibration = calibrate_threshold(load_detector(best_dir, device=str(device)), iter_pairs(data, val_rows), progress=False)
-        update_detector_metrics(best_dir, {"val_iou_calibrated": calibration["iou"]}, threshold=calibration["threshold"])
-        mlflow.log_metrics({"val_iou_calibrated": calibration["iou"], "calibrated_threshold": calibration["threshold"]})
+        calibration = calibrate_detector(best_dir, data, progress=False)
+        mlflow.log_metrics(
+            {
+                "val_iou_before_calibration": calibration["val_iou_before"],
+                "batchnorm_images": calibration["batchnorm_images"],
+                "val_iou_calibrated": calibration["iou"],
+                "calibrated_threshold": calibration["threshold"],
+            }
+        )
         best = load_detector(best_dir, device=str(device))
         mlflow.log_image(sample_grid(best, data, val_rows), "samples/predictions.png")
         model_uri = log_detector_model(best_dir)
