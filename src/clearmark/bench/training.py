@@ -88,6 +88,7 @@ def measure_training(
             image_size=recipe.image_size,
             batch_size=recipe.batch_size,
             learning_rate=recipe.learning_rate,
+            scheduler="cosine",  # starts at the full rate (one-cycle would still be warming up)
             epochs=1000,  # the time budget ends the run
             patience=1000,
             max_minutes=minutes,
