@@ -9,10 +9,12 @@ from pathlib import Path
 
 import pytest
 
+from clearmark.bench.platform import HEAVY_MODULES
+
 DAGS_DIR = Path(__file__).resolve().parents[2] / "dags"
 DAG_FILES = sorted(DAGS_DIR.glob("*.py"))
 EXPECTED_DAGS = {"clearmark_etl_nightly", "clearmark_train", "clearmark_inbox"}
-HEAVY = ["torch", "pandas", "numpy", "mlflow", "great_expectations", "evidently", "PIL", "cv2", "diffusers", "segmentation_models_pytorch"]
+HEAVY = list(HEAVY_MODULES)  # one list, shared with the parse benchmark
 
 
 @pytest.fixture(scope="module")

@@ -109,15 +109,17 @@ def calibrate_detector(folder: Path, data: TrainingData, *, progress: bool = Tru
 
     detector = load_detector(folder, device="cpu")
     val_rows = data.split("val")
-    before = calibrate_threshold(detector, iter_pairs(data, val_rows), candidates=(detector.config.threshold,), progress=False)["iou"]
+    # The threshold grid of the weights as trained: the fallback if new BatchNorm statistics do worse.
+    as_trained = calibrate_threshold(detector, iter_pairs(data, val_rows), progress=progress)
+    before = as_trained["iou_at_current"]
     state = {k: v.clone() for k, v in detector.network.state_dict().items()}
     train_rows = data.split("train").head(MAX_BATCHNORM_IMAGES)
     used = recalibrate_batchnorm(detector, (image for _, image, _ in iter_pairs(data, train_rows)))
-    threshold = calibrate_threshold(detector, iter_pairs(data, val_rows), progress=progress)
+    threshold = calibrate_threshold(detector, iter_pairs(data, val_rows), progress=progress) if used else as_trained
     keep_batchnorm = used > 0 and threshold["iou_at_current"] >= before
     if not keep_batchnorm:
         detector.network.load_state_dict(state)
-        threshold = calibrate_threshold(detector, iter_pairs(data, val_rows), progress=progress)
+        threshold = as_trained
     result = {
         "val_iou_before": before,
         "batchnorm_images": used if keep_batchnorm else 0,
