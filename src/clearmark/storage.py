@@ -233,5 +233,11 @@ class ObjectStore:
                 )
             if code == "NoSuchBucket":
                 return StorageError(f"Bucket missing at {where}: {exc}. `clearmark stack up` creates the buckets.")
+            if code == "InternalError":
+                return StorageError(
+                    f"S3 at {where} failed internally, even after retries: {exc}. On the embedded store this most "
+                    "often means no writable volume is left: free disk space or raise CLEARMARK_SEAWEED_MAX_VOLUMES, "
+                    "then `clearmark stack down && clearmark stack up`; its log is $CLEARMARK_HOME/logs/seaweedfs.log."
+                )
             return exc
         return exc

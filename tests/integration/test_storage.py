@@ -63,3 +63,22 @@ def test_unreachable_endpoint_says_how_to_start(settings: Settings) -> None:
     gone = settings.model_copy(update={"s3_endpoint_url": "http://127.0.0.1:9"})
     with pytest.raises(StorageError, match="clearmark stack up"):
         ObjectStore(gone).check()
+
+
+def test_store_takes_writes_in_more_buckets_than_a_small_disk_auto_limit(store: ObjectStore, settings: Settings) -> None:
+    # SeaweedFS's automatic volume limit is free disk / 1 GiB (about 10 on a small CI
+    # disk) and every bucket holds its own volume: the embedded stack sets it explicitly.
+    buckets = [settings.lake_bucket.replace("lake-", f"many{index}-") for index in range(24)]  # dropped by the fixture
+    store.ensure_buckets(buckets)
+    for bucket in buckets:
+        store.put_bytes(bucket, "one.bin", b"x")
+    assert all(store.get_bytes(bucket, "one.bin") == b"x" for bucket in buckets)
+
+
+def test_internal_store_failure_says_what_to_check(settings: Settings) -> None:
+    from botocore.exceptions import ClientError
+
+    failure = ClientError({"Error": {"Code": "InternalError", "Message": "We encountered an internal error"}}, "PutObject")
+    explained = ObjectStore(settings)._explain(failure)
+    assert isinstance(explained, StorageError)
+    assert "CLEARMARK_SEAWEED_MAX_VOLUMES" in str(explained) and "seaweedfs.log" in str(explained)

@@ -65,7 +65,10 @@ def seaweedfs_spec(settings: Settings) -> ServiceSpec:
     """SeaweedFS ``weed mini``: master, volume, filer and S3 gateway, all on loopback.
 
     gRPC ports are the HTTP ports + 10000 (SeaweedFS convention); WebDAV, Iceberg and
-    Lance endpoints are switched off; the admin UI is bound to loopback.
+    Lance endpoints are switched off; the admin UI is bound to loopback. The volume
+    count is set explicitly: the automatic one depends on free disk and can be too small
+    for one volume per bucket. Disk exhaustion is still guarded by SeaweedFS's
+    ``-volume.minFreeSpace`` (1 %), which turns volumes read-only.
     """
     data_dir = settings.home / "seaweedfs"
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -77,6 +80,7 @@ def seaweedfs_spec(settings: Settings) -> ServiceSpec:
         f"-ip={host}", f"-ip.bind={host}",
         f"-master.port={settings.seaweed_master_port}",
         f"-volume.port={settings.seaweed_volume_port}",
+        f"-volume.max={settings.seaweed_max_volumes}",
         f"-filer.port={settings.seaweed_filer_port}",
         f"-s3.port={settings.s3_port}",
         f"-admin.port={settings.seaweed_admin_port}",
