@@ -139,6 +139,27 @@ def test_rotated_jpeg_is_detected_upright_and_written_in_its_stored_orientation(
     assert _white(cleaned.upright_rgb8()).sum() == 0
 
 
+def test_several_detector_threads_give_the_same_archive_and_leave_torch_threads_as_they_were(tmp_path, detector, inpainter):
+    import dataclasses
+
+    import torch
+
+    members = {f"set{i % 3}/img{i:02d}.png": encode(watermarked_rgb(64 + 32 * (i % 2), 96, i), "PNG") for i in range(14)}
+    members["set0/clean.png"] = encode(clean_rgb(64, 64, 99), "PNG")
+    source = _write_input(tmp_path, "zip", members)
+    threads_before = torch.get_num_threads()
+    results = {}
+    for workers in (1, 3):
+        options = dataclasses.replace(OPTIONS, workers=workers)
+        output = tmp_path / f"out-{workers}.zip"
+        report = remove_watermarks(source, output, detector=detector, inpainter=inpainter, options=options, progress=False).report
+        results[workers] = (_read_output(output), [(r.path, r.status, r.mask_coverage) for r in report.rows])
+        assert torch.get_num_threads() == threads_before
+    assert results[3] == results[1]
+    assert sorted(results[3][0]) == sorted(members)
+    assert [status for _, status, _ in results[3][1]].count("cleaned") == 14
+
+
 def test_large_images_are_tiled_at_full_resolution_and_mixed_sizes_share_batches(detector):
     options = DetectionOptions(threshold=0.5, dilate_px=0, detect_side=64, tile_above=150, tile_side=64, batch_size=4)
     images = [watermarked_rgb(300, 220, 1), watermarked_rgb(64, 64, 2), clean_rgb(64, 64, 3), watermarked_rgb(90, 120, 4)]

@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
@@ -133,6 +134,7 @@ class Detector:
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.network = network.to(self.device).eval()
         self._layout = torch.contiguous_format
+        self._layout_lock = threading.Lock()  # removal runs several detector threads on one network
 
     def predict_proba(self, batch: np.ndarray, *, chunk_size: int = 8, channels_last: bool = False) -> np.ndarray:
         """N x H x W x 3 uint8 RGB (any H, W) -> N x H x W float32 probabilities.
@@ -150,9 +152,10 @@ class Detector:
             raise ValueError(f"predict_proba expects an N x H x W x 3 uint8 RGB array, got {got}; convert images with PIL .convert('RGB').")
         n, height, width, _ = batch.shape
         layout = torch.channels_last if channels_last else torch.contiguous_format
-        if self._layout != layout:  # converting the weights costs a copy: only when the layout changes
-            self.network.to(memory_format=layout)
-            self._layout = layout
+        with self._layout_lock:
+            if self._layout != layout:  # converting the weights costs a copy: only when the layout changes
+                self.network.to(memory_format=layout)
+                self._layout = layout
         out = np.empty((n, height, width), dtype=np.float32)
         was_training = self.network.training
         self.network.eval()

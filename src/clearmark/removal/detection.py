@@ -39,6 +39,9 @@ class DetectionOptions:
     tile_above: int = 2048
     tile_side: int = 1024
     batch_size: int = 4
+    # Detector threads in the removal pipeline; on CPU each runs torch on one thread, because
+    # OpenMP threads that spin-wait while decoding and inpainting hold the cores waste them.
+    workers: int = 1
     # Run the network in bfloat16 (CPUs with native bf16) or float16 (CUDA): about 2x faster.
     autocast: bool = True
     # Masks smaller than this share of the image are speckle, not a watermark.
@@ -54,8 +57,18 @@ class DetectionOptions:
             tile_above=settings.removal_tile_above,
             tile_side=min(settings.removal_tile_above, 1024),
             batch_size=batch_size or settings.removal_batch_size,
+            workers=settings.removal_detect_workers or default_detect_workers(detector),
             autocast=settings.removal_autocast,
         )
+
+
+def default_detect_workers(detector: Detector) -> int:
+    """One detector thread per usable CPU core on CPU; one on a GPU, which batches instead."""
+    import os
+
+    if detector.device.type != "cpu":
+        return 1
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
 
 
 @dataclass

@@ -2,9 +2,10 @@
 
 Each stage runs in its own thread(s) and hands work on through a bounded queue, so
 decoding, inference and encoding overlap while memory stays flat however large the
-archive is (at most a few batches of images are in flight).  The detector runs in
-one thread and batches images of the same working shape; OpenCV, PIL and torch
-release the GIL, which is what lets the stages run in parallel.
+archive is (at most a few batches of images are in flight).  Detector threads batch
+images of the same working shape; on CPU there is one per core, each running torch on
+one thread.  OpenCV, PIL and torch release the GIL, which is what lets the stages run
+in parallel.
 
 Outputs, next to ``output`` (an archive or folder of the same layout as the input):
 ``<output>.report.json``, ``<output>.report.csv``, ``<output>.features.parquet`` and,
@@ -14,12 +15,13 @@ in the stored orientation of the image).
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -102,6 +104,8 @@ class _Run:
     spool_dir: Path
     stop: threading.Event = field(default_factory=threading.Event)
     failure: list[BaseException] = field(default_factory=list)
+    running: dict[str, int] = field(default_factory=dict)  # threads per stage that have not finished
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
     def put(self, target: queue.Queue[Any], item: object) -> None:
         while True:
@@ -126,6 +130,15 @@ class _Run:
                 return source.get(timeout=wait)
             except queue.Empty:
                 continue
+
+    def finished(self, stage: str, target: queue.Queue[Any], readers: int) -> None:
+        """One thread of ``stage`` is done; the last one tells each of the next stage's ``readers`` threads."""
+        with self.lock:
+            self.running[stage] -= 1
+            last = self.running[stage] == 0
+        if last:
+            for _ in range(readers):
+                self.put(target, _DONE)
 
     def fail(self, exc: BaseException) -> None:
         self.failure.append(exc)
@@ -183,11 +196,10 @@ def _read(run: _Run, reader: ArchiveReader, decode_q: queue.Queue[Any], write_q:
             continue
         item.row.decode_ms = _ms(started)
         run.put(decode_q if item.data is not None else write_q, item)
-    for _ in range(decoders):
-        run.put(decode_q, _DONE)
+    run.finished("read", decode_q, decoders)
 
 
-def _decode(run: _Run, decode_q: queue.Queue[Any], detect_q: queue.Queue[Any], write_q: queue.Queue[Any]) -> None:
+def _decode(run: _Run, decode_q: queue.Queue[Any], detect_q: queue.Queue[Any], write_q: queue.Queue[Any], detectors: int) -> None:
     """Decode images and prepare the detector input (upright, resized)."""
     from clearmark.removal.imageio import decode_image
 
@@ -206,7 +218,7 @@ def _decode(run: _Run, decode_q: queue.Queue[Any], detect_q: queue.Queue[Any], w
             continue
         item.row.decode_ms += _ms(started)
         run.put(detect_q, item)
-    run.put(detect_q, _DONE)
+    run.finished("decode", detect_q, detectors)
 
 
 def _copy_unchanged(item: _Item, reason: str) -> None:
@@ -215,12 +227,11 @@ def _copy_unchanged(item: _Item, reason: str) -> None:
     item.output, item.image, item.upright, item.detector_input = item.data, None, None, None
 
 
-def _detect(run: _Run, detect_q: queue.Queue[Any], finish_q: queue.Queue[Any], decoders: int, finishers: int) -> None:
+def _detect(run: _Run, detect_q: queue.Queue[Any], finish_q: queue.Queue[Any], finishers: int) -> None:
     """Batch same-shape images through the detector; run a batch when full or when input pauses."""
     import numpy as np
 
     pending: dict[tuple[int, ...], list[_Item]] = {}
-    open_decoders = decoders
 
     def flush(shape: tuple[int, ...]) -> None:
         batch = pending.pop(shape)
@@ -232,15 +243,14 @@ def _detect(run: _Run, detect_q: queue.Queue[Any], finish_q: queue.Queue[Any], d
             item.row.detect_ms = round(per_image, 2)
             run.put(finish_q, item)
 
-    while open_decoders:
+    while True:
         try:
             item = run.get(detect_q, timeout=_BATCH_WAIT_S if pending else None)
         except queue.Empty:  # input paused: run the fullest batch rather than wait
             flush(max(pending, key=lambda s: len(pending[s])))
             continue
         if item is _DONE:
-            open_decoders -= 1
-            continue
+            break
         if item.detector_input is None:  # very large image: full-resolution tiles, on its own
             started = time.perf_counter()
             item.probabilities = detect_tiled(run.detector, item.upright, run.options)
@@ -253,8 +263,7 @@ def _detect(run: _Run, detect_q: queue.Queue[Any], finish_q: queue.Queue[Any], d
             flush(shape)
     for shape in list(pending):
         flush(shape)
-    for _ in range(finishers):
-        run.put(finish_q, _DONE)
+    run.finished("detect", finish_q, finishers)
 
 
 def _finish(run: _Run, finish_q: queue.Queue[Any], write_q: queue.Queue[Any]) -> None:
@@ -281,7 +290,7 @@ def _finish(run: _Run, finish_q: queue.Queue[Any], write_q: queue.Queue[Any]) ->
             _copy_unchanged(item, f"cleaning failed ({type(exc).__name__}: {exc})")
         item.image = item.upright = item.probabilities = None
         run.put(write_q, item)
-    run.put(write_q, _DONE)
+    run.finished("finish", write_q, 1)
 
 
 def _clean(run: _Run, item: _Item, mask: np.ndarray, encode: Callable[..., bytes], merge: Callable[..., np.ndarray]) -> None:
@@ -365,38 +374,36 @@ def _drive(
     run: _Run, reader: ArchiveReader, output: Path, masks: Path | None, rows: list[MemberRow | None], progress: bool, tqdm: Any
 ) -> list[dict[str, float]]:
     """Start the stages, write results as they arrive (this thread), join, and commit the outputs."""
-    depth = run.options.batch_size + 2
+    decoders, detectors = 2, run.options.workers
+    depth = run.options.batch_size * detectors + 2
     decode_q: queue.Queue[Any] = queue.Queue(depth)
     detect_q: queue.Queue[Any] = queue.Queue(depth)
     finish_q: queue.Queue[Any] = queue.Queue(depth)
     write_q: queue.Queue[Any] = queue.Queue(depth)
-    decoders = 2
     # Diffusers pipelines are not thread-safe; OpenCV inpainting is.
     finishers = 2 if run.inpainter.name in {"telea", "ns"} else 1
-    threads = [_thread(run, "read", lambda: _read(run, reader, decode_q, write_q, decoders))]
-    threads += [_thread(run, f"decode{i}", lambda: _decode(run, decode_q, detect_q, write_q)) for i in range(decoders)]
-    threads.append(_thread(run, "detect", lambda: _detect(run, detect_q, finish_q, decoders, finishers)))
-    threads += [_thread(run, f"finish{i}", lambda: _finish(run, finish_q, write_q)) for i in range(finishers)]
+    run.running = {"read": 1, "decode": decoders, "detect": detectors, "finish": finishers}
     features: list[dict[str, float]] = []
     writer = ArchiveWriter(output)
     mask_writer = ArchiveWriter(masks, "zip") if masks else None
     files = sum(1 for m in reader.members if not m.is_dir)
+    threads: list[threading.Thread] = []
     try:
-        with tqdm(total=files, unit="file", desc=reader.path.name, disable=not progress) as bar:
-            open_finishers = finishers
-            while open_finishers:
-                item = run.get(write_q)
-                if item is _DONE:
-                    open_finishers -= 1
-                    continue
-                _write(item, writer, mask_writer)
-                if not item.member.is_dir:
-                    rows[item.index] = item.row
-                    bar.update()
-                if item.features is not None:
-                    features.append(item.features)
-        for thread in threads:
-            thread.join()
+        with _torch_threads(1 if detectors > 1 and run.detector.device.type == "cpu" else None):
+            threads.append(_thread(run, "read", lambda: _read(run, reader, decode_q, write_q, decoders)))
+            threads += [_thread(run, f"decode{i}", lambda: _decode(run, decode_q, detect_q, write_q, detectors)) for i in range(decoders)]
+            threads += [_thread(run, f"detect{i}", lambda: _detect(run, detect_q, finish_q, finishers)) for i in range(detectors)]
+            threads += [_thread(run, f"finish{i}", lambda: _finish(run, finish_q, write_q)) for i in range(finishers)]
+            with tqdm(total=files, unit="file", desc=reader.path.name, disable=not progress) as bar:
+                while (item := run.get(write_q)) is not _DONE:
+                    _write(item, writer, mask_writer)
+                    if not item.member.is_dir:
+                        rows[item.index] = item.row
+                        bar.update()
+                    if item.features is not None:
+                        features.append(item.features)
+            for thread in threads:
+                thread.join()
         if run.failure:
             raise run.failure[0]
     except BaseException as exc:
@@ -413,6 +420,26 @@ def _drive(
     if mask_writer:
         mask_writer.commit()
     return features
+
+
+@contextlib.contextmanager
+def _torch_threads(count: int | None) -> Iterator[None]:
+    """Run torch on ``count`` intra-op threads (``None``: unchanged), restored afterwards.
+
+    Threads take torch's thread count at their first operation, so this wraps the
+    starting of the detector threads.
+    """
+    if count is None:
+        yield
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _write(item: _Item, writer: ArchiveWriter, mask_writer: ArchiveWriter | None) -> None:
