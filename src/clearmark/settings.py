@@ -111,7 +111,9 @@ class Settings(BaseSettings):
     removal_dilate_px: int = Field(default=3, ge=0, description="Mask dilation radius in pixels before inpainting.")
     removal_detect_side: int | None = Field(default=None, ge=32, description="Downscale images to this long side for detection (default: native resolution).")
     removal_tile_above: int = Field(default=2048, ge=64, description="Images with a longer side are detected in full-resolution tiles.")
-    removal_batch_size: int = Field(default=4, ge=1, description="Detector batch; 4 is fastest on CPU and keeps 512 px batches near 1.3 GiB.")
+    removal_batch_size: int | None = Field(
+        default=None, ge=1, description="Detector batch; default 1 on CPU (fastest with one detector thread per core), 8 on GPU."
+    )
     removal_detect_workers: int = Field(
         default=0, ge=0, description="Detector threads of the removal pipeline; 0 = one per CPU core on CPU (one torch thread each), 1 on GPU."
     )

@@ -29,7 +29,7 @@ def test_baseline_ships_weights_card_and_metrics() -> None:
 
 def test_baseline_predicts_at_sizes_it_never_trained_on() -> None:
     detector = load_detector(BASELINE, device="cpu")
-    assert detector.config.image_size == 128
+    assert detector.config.image_size == 256  # its last stage trained on whole 256 px images
     probabilities = detector.predict_proba(np.full((1, 200, 301, 3), 127, np.uint8))
     assert probabilities.shape == (1, 200, 301)
 

@@ -108,10 +108,12 @@ def measure_removal(
     settings: Settings, source: str, work: Path, *, archive_sizes: tuple[int, ...], distinct: int, naive_images: int
 ) -> dict[str, Any]:
     """End-to-end throughput and peak RSS per archive size, the naive loop, and their ratios."""
+    from clearmark.removal.detection import DetectionOptions
     from clearmark.removal.inbox import get_detector
 
     photos = build_photos(work, min(distinct, max(archive_sizes)))
-    get_detector(settings, source)  # a warm worker: the load is measured on its own
+    detector = get_detector(settings, source)  # a warm worker: the load is measured on its own
+    options = DetectionOptions.for_detector(detector, settings)  # what process_inbox_item will use
     naive = naive_loop(settings, source, photos[:naive_images], work / "naive")
     archives = {}
     with scratch_buckets(settings, "inbox", "outbox", "reports") as scratch:
@@ -124,7 +126,8 @@ def measure_removal(
     smallest, largest = str(min(archive_sizes)), str(max(archive_sizes))
     return {
         "image": f"{IMAGE_SIDE}x{IMAGE_SIDE} JPEG q{JPEG_QUALITY}, {len(photos)} distinct synthetic photos",
-        "batch_size": settings.removal_batch_size,
+        "batch_size": options.batch_size,
+        "detect_workers": options.workers,
         "autocast": settings.removal_autocast,
         "inpainter": "telea",
         "naive": naive,

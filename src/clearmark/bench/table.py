@@ -13,10 +13,11 @@ def _target(ok: bool, text: str) -> str:
 
 def _removal_rows(removal: dict[str, Any], gpu: bool) -> list[Row]:
     naive, rows = removal["naive"], []
+    threads = f", {removal['detect_workers']} detector threads" if "detect_workers" in removal else ""
     for size, archive in removal["archives"].items():
         target = 200 if gpu else 4
         rows.append((
-            f"removal end to end, {size}-image archive (inbox → outbox)",
+            f"removal end to end, {size}-image archive (inbox → outbox{threads})",
             f"{archive['images_per_s']} img/s",
             f"naive loop {naive['images_per_s']} img/s",
             f"{archive['speedup_vs_naive']}×",
@@ -91,7 +92,8 @@ def _training_rows(training: dict[str, Any]) -> list[Row]:
     if recorded := training.get("bundled_baseline_recorded"):
         rows.append((
             "bundled baseline's recorded CPU training (not this run)",
-            f"IoU 0.80: {recorded['minutes_to_val_iou_0.80']} min, 0.90: {recorded['minutes_to_val_iou_0.90']} min (best {recorded['best_val_iou']} in {recorded['minutes']} min)",
+            f"IoU 0.80: {recorded['minutes_to_val_iou_0.80']} min, 0.90: {recorded['minutes_to_val_iou_0.90']} min "
+            f"(best {recorded['best_val_iou']} in {recorded['minutes']} min of training in all)",
             "", "", "",
         ))  # fmt: skip
     return rows

@@ -54,14 +54,20 @@ def _history(settings: Settings, run_id: str) -> list[tuple[float, float]]:
 
 
 def recorded_baseline_history(folder: Path) -> dict[str, Any] | None:
-    """Time to IoU in the bundled baseline's own (long) training run, from its metrics.json."""
+    """Time to IoU in the bundled baseline's own (long) training, from its metrics.json.
+
+    ``history`` holds the epochs of its last stage; ``minutes_before_history`` the
+    training time of the stages before it, which the figures include.
+    """
     metrics = json.loads((folder / "metrics.json").read_text()) if (folder / "metrics.json").is_file() else {}
-    history = [(row["elapsed_s"], row["val_iou"]) for row in metrics.get("history", [])]
+    offset_s = 60 * float(metrics.get("minutes_before_history", 0))
+    history = [(offset_s + row["elapsed_s"], row["val_iou"]) for row in metrics.get("history", [])]
     if not history:
         return None
     return {
         "source": f"{folder}/metrics.json (recorded when it was trained, not in this run)",
         "epochs": len(history),
+        "stage": metrics.get("history_stage"),
         "minutes": round(history[-1][0] / 60, 1),
         **{f"minutes_to_val_iou_{t:.2f}": time_to_iou(history, t) for t in IOU_TARGETS},
         "best_val_iou": round(max(iou for _, iou in history), 4),
