@@ -71,8 +71,8 @@ class Settings(BaseSettings):
     seaweed_filer_port: int = 18888
     seaweed_admin_port: int = 23646
     seaweed_webdav_port: int = 17333
-    # SeaweedFS gives every bucket its own volume; left at 0 it caps volumes at free disk /
-    # volume size (about 10 on a small disk), so writes to the next bucket fail.
+    # SeaweedFS gives every bucket its own volume, and its automatic limit (free disk / volume
+    # size: about 10 on a small disk) made writes to the next bucket fail.
     seaweed_max_volumes: int = Field(default=500, ge=1, description="Most volumes the embedded SeaweedFS may create (`-volume.max`).")
     mlflow_port: int = 5000
     airflow_port: int = 8080
