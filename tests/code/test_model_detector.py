@@ -61,6 +61,37 @@ def test_channels_last_layout_predicts_the_same_and_switches_back() -> None:
     assert next(p for p in detector.network.parameters() if p.ndim == 4).is_contiguous()
 
 
+def test_folding_batchnorm_keeps_the_predictions_and_removes_every_batchnorm() -> None:
+    torch.manual_seed(4)
+    network = build_network(TINY)
+    for module in network.modules():  # trained-looking statistics, so folding has work to do
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+            module.weight.data.uniform_(0.5, 1.5)
+    detector = Detector(network, TINY, version="test", device="cpu")
+    batch = np.random.default_rng(5).integers(0, 256, (2, 70, 45, 3), dtype=np.uint8)
+    before = detector.predict_proba(batch, channels_last=True)
+    batchnorms = sum(isinstance(m, torch.nn.BatchNorm2d) for m in detector.network.modules())
+
+    assert detector.fold_batchnorm() == batchnorms > 0
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in detector.network.modules())
+    np.testing.assert_allclose(detector.predict_proba(batch, channels_last=True), before, atol=1e-4)
+    np.testing.assert_allclose(detector.predict_proba(batch), before, atol=1e-4)
+
+
+def test_removal_workers_get_the_folded_detector_once(network: torch.nn.Module, tmp_path: Path) -> None:
+    from clearmark.removal.inbox import get_detector
+    from clearmark.settings import Settings
+
+    folder = save_detector(network, TINY, tmp_path / "det", metrics={}, data_version="local-test")
+    settings = Settings(home=tmp_path / "home")
+    served = get_detector(settings, str(folder))
+    assert get_detector(settings, str(folder)) is served
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in served.network.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in load_detector(folder).network.modules())  # the saved model is untouched
+
+
 def test_predict_proba_rejects_other_inputs(network: torch.nn.Module) -> None:
     detector = Detector(network, TINY, version="test", device="cpu")
     with pytest.raises(ValueError, match="uint8 RGB"):

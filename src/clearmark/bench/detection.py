@@ -29,8 +29,14 @@ def _timings(call: Any, repeats: int) -> list[float]:
     return seconds
 
 
-def measure_latency(detector: Detector, images: list[np.ndarray], settings: Settings, *, batch_sizes: tuple[int, ...], repeats: int) -> dict[str, Any]:
-    """Per-image latency of the production path per batch size, against the plain float32 batch-1 call."""
+def measure_latency(
+    detector: Detector, plain_detector: Detector, images: list[np.ndarray], settings: Settings, *, batch_sizes: tuple[int, ...], repeats: int
+) -> dict[str, Any]:
+    """Per-image latency of the production path per batch size, against the plain float32 batch-1 call.
+
+    ``detector`` is the removal workers' (``get_detector``: BatchNorm folded); ``plain_detector``
+    the same model as ``load_detector`` returns it, as a tutorial would call it.
+    """
     import numpy as np
     import torch
 
@@ -40,7 +46,7 @@ def measure_latency(detector: Detector, images: list[np.ndarray], settings: Sett
         synchronised = lambda call: (call(), torch.cuda.synchronize())  # noqa: E731 - time the work, not the launch
     else:
         synchronised = lambda call: call()  # noqa: E731
-    plain = _timings(lambda: synchronised(lambda: detector.predict_proba(images[0][None])), repeats)
+    plain = _timings(lambda: synchronised(lambda: plain_detector.predict_proba(images[0][None])), repeats)
     per_batch: dict[str, Any] = {}
     for size in batch_sizes:
         batch = np.stack([images[i % len(images)] for i in range(size)])

@@ -78,6 +78,7 @@ def run_benchmarks(
     from clearmark.bench.quality import measure_quality
     from clearmark.bench.removal import build_photos, measure_removal
     from clearmark.bench.training import measure_training, recorded_baseline_history
+    from clearmark.model.detector import load_detector
     from clearmark.removal.inbox import champion_uri, get_detector
 
     if profile.diffusers and not torch.cuda.is_available():
@@ -101,7 +102,10 @@ def run_benchmarks(
             settings, source, work / "removal", archive_sizes=profile.archive_sizes, distinct=profile.distinct_images, naive_images=profile.naive_images
         ),
         "detection": lambda: {
-            "latency": measure_latency(detector, _rgb(build_photos(work / "latency", 4)), settings, batch_sizes=profile.latency_batches, repeats=profile.latency_repeats),
+            "latency": measure_latency(
+                detector, load_detector(source, settings), _rgb(build_photos(work / "latency", 4)), settings,
+                batch_sizes=profile.latency_batches, repeats=profile.latency_repeats,
+            ),  # fmt: skip
             "model_load": measure_model_load(settings, source, work / "load"),
         },
         "quality": lambda: measure_quality(detector, work / "quality", images=profile.quality_images, diffusers=profile.diffusers),
