@@ -68,7 +68,9 @@ def default_detect_workers(detector: Detector) -> int:
 
     if detector.device.type != "cpu":
         return 1
-    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
+    if hasattr(os, "sched_getaffinity"):  # Linux: the cores this process may use (containers, taskset)
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
 
 
 @dataclass
