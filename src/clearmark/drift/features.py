@@ -9,6 +9,7 @@ functions: this module is reachable from DAG files.
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -62,6 +63,14 @@ def _ijg_table(base: tuple[int, ...], quality: int) -> list[int]:
     return [min(max(int((value * scale + 50) // 100), 1), 255) for value in base]
 
 
+@lru_cache(maxsize=2)
+def _sorted_ijg_tables(base: tuple[int, ...]) -> np.ndarray:
+    """100 x 64: row ``q - 1`` holds the sorted table libjpeg writes at quality ``q``."""
+    import numpy as np
+
+    return np.array([sorted(_ijg_table(base, quality)) for quality in range(1, 101)], dtype=np.int64)
+
+
 def estimate_jpeg_quality(image: Image.Image) -> float | None:
     """Estimate the IJG quality (1..100) a JPEG was saved with, or ``None`` if not a JPEG.
 
@@ -70,19 +79,22 @@ def estimate_jpeg_quality(image: Image.Image) -> float | None:
     the match independent of zig-zag versus natural table order (scaling is monotone)
     and exact for files written by libjpeg; other encoders get the closest quality.
     """
+    import numpy as np
+
     tables = getattr(image, "quantization", None)
     if image.format != "JPEG" or not tables:
         return None
-    luma = sorted(tables[min(tables)])
-    chroma = sorted(tables[sorted(tables)[1]]) if len(tables) > 1 else None
+    misfit = _squared_error(tables[min(tables)], _IJG_LUMA)
+    if len(tables) > 1:
+        misfit += _squared_error(tables[sorted(tables)[1]], _IJG_CHROMA)
+    return float(np.argmin(misfit) + 1)  # the lowest quality among equal fits, as min() would pick
 
-    def misfit(quality: int) -> float:
-        error = sum((a - b) ** 2 for a, b in zip(luma, sorted(_ijg_table(_IJG_LUMA, quality)), strict=True))
-        if chroma is not None:
-            error += sum((a - b) ** 2 for a, b in zip(chroma, sorted(_ijg_table(_IJG_CHROMA, quality)), strict=True))
-        return error
 
-    return float(min(range(1, 101), key=misfit))
+def _squared_error(table: list[int], base: tuple[int, ...]) -> np.ndarray:
+    """Per quality 1..100, the squared distance of ``table`` (sorted) from the scaled IJG table."""
+    import numpy as np
+
+    return ((np.sort(np.asarray(table, dtype=np.int64)) - _sorted_ijg_tables(base)) ** 2).sum(axis=1)
 
 
 def _as_rgb8(rgb: np.ndarray) -> np.ndarray:
