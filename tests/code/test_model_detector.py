@@ -61,6 +61,22 @@ def test_channels_last_layout_predicts_the_same_and_switches_back() -> None:
     assert next(p for p in detector.network.parameters() if p.ndim == 4).is_contiguous()
 
 
+def test_predict_proba_of_a_training_network_runs_in_eval_mode_and_restores_training() -> None:
+    torch.manual_seed(6)
+    network = build_network(TINY)
+    for module in network.modules():  # statistics far from a batch's own, so the two modes differ
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5)
+    detector = Detector(network, TINY, version="test", device="cpu")
+    batch = np.random.default_rng(7).integers(0, 256, (2, 64, 64, 3), dtype=np.uint8)
+    network.train()
+    during_training = detector.predict_proba(batch)
+    assert network.training and all(m.training for m in network.modules())
+    network.eval()
+    np.testing.assert_allclose(during_training, detector.predict_proba(batch), atol=1e-6)
+    assert not any(m.training for m in network.modules())
+
+
 def test_folding_batchnorm_keeps_the_predictions_and_removes_every_batchnorm() -> None:
     torch.manual_seed(4)
     network = build_network(TINY)

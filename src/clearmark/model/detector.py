@@ -157,8 +157,11 @@ class Detector:
                 self.network.to(memory_format=layout)
                 self._layout = layout
         out = np.empty((n, height, width), dtype=np.float32)
+        # Toggling train/eval walks every module holding the GIL (milliseconds per call,
+        # which starves the removal pipeline's other threads): only when training.
         was_training = self.network.training
-        self.network.eval()
+        if was_training:
+            self.network.eval()
         try:
             with torch.inference_mode():
                 for start in range(0, n, chunk_size):
@@ -166,7 +169,8 @@ class Detector:
                     logits = self.network(x)[:, 0, :height, :width]
                     out[start : start + chunk_size] = torch.sigmoid(logits.float()).cpu().numpy()
         finally:
-            self.network.train(was_training)
+            if was_training:
+                self.network.train()
         return out
 
     def fold_batchnorm(self) -> int:
