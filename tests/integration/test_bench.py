@@ -29,6 +29,8 @@ def test_smoke_profile_writes_every_figure_with_its_in_run_baseline(settings: Se
 
     removal = figures["removal"]
     assert set(removal["archives"]) == {"8", "24"}
+    assert len(removal["naive"]["runs_images_per_s"]) == 2  # before and after the archives
+    assert removal["naive"]["images_per_s"] == max(removal["naive"]["runs_images_per_s"])  # the ratios use the faster run
     for archive in removal["archives"].values():
         assert archive["counts"]["cleaned"] + archive["counts"]["unchanged_no_watermark"] == archive["images"]
         assert archive["speedup_vs_naive"] == round(archive["images_per_s"] / removal["naive"]["images_per_s"], 2)

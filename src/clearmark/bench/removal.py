@@ -4,7 +4,9 @@
   :func:`clearmark.removal.inbox.process_inbox_item` downloads, cleans, uploads and moves
   it, with the detector already loaded (a warm worker);
 * **naive loop** (the in-run baseline): the reference tutorial's loop, one image at a time:
-  load it, predict on it alone in float32, inpaint, save;
+  load it, predict on it alone in float32, inpaint, save.  It runs before and after the
+  archives, and the ratios use the faster of the two runs, so a noisy neighbour during one
+  of them cannot flatter the pipeline;
 * **peak RSS** of this process during each archive (sampled every 20 ms).
 
 The large archive repeats the distinct images under new names, so building it costs no
@@ -114,15 +116,17 @@ def measure_removal(
     photos = build_photos(work, min(distinct, max(archive_sizes)))
     detector = get_detector(settings, source)  # a warm worker: the load is measured on its own
     options = DetectionOptions.for_detector(detector, settings)  # what process_inbox_item will use
-    naive = naive_loop(settings, source, photos[:naive_images], work / "naive")
+    naive_runs = [naive_loop(settings, source, photos[:naive_images], work / "naive")]
     archives = {}
     with scratch_buckets(settings, "inbox", "outbox", "reports") as scratch:
         for size in archive_sizes:
             archive = build_archive(photos, size, work / f"bench-{size}.zip")
-            result = end_to_end(scratch, source, archive)
-            result["speedup_vs_naive"] = round(result["images_per_s"] / naive["images_per_s"], 2)
-            archives[str(size)] = result
+            archives[str(size)] = end_to_end(scratch, source, archive)
             archive.unlink()
+    naive_runs.append(naive_loop(settings, source, photos[:naive_images], work / "naive"))
+    naive = {**max(naive_runs, key=lambda run: run["images_per_s"]), "runs_images_per_s": [run["images_per_s"] for run in naive_runs]}
+    for result in archives.values():
+        result["speedup_vs_naive"] = round(result["images_per_s"] / naive["images_per_s"], 2)
     smallest, largest = str(min(archive_sizes)), str(max(archive_sizes))
     return {
         "image": f"{IMAGE_SIDE}x{IMAGE_SIDE} JPEG q{JPEG_QUALITY}, {len(photos)} distinct synthetic photos",
