@@ -23,6 +23,15 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
 )
 
+
+@app.callback()
+def _log_to_stderr() -> None:
+    """clearmark's own log records (progress bars off a terminal, notices) go to stderr."""
+    from clearmark.progress import log_to_stderr
+
+    log_to_stderr()
+
+
 for stage in (stack_cli, deploy_cli, data_cli, model_cli, removal_cli, drift_cli, bench_cli):
     stage.register(app)
 

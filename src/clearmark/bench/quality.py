@@ -106,7 +106,7 @@ def measure_quality(
     time to make its images (for predicted masks, production detection included).
     """
     import numpy as np
-    from tqdm import tqdm
+    from clearmark.progress import progress_bar
 
     from clearmark.data.synth import HELDOUT_STYLES, generate_synthetic
     from clearmark.model.metrics import PixelCounts
@@ -133,7 +133,7 @@ def measure_quality(
     scores: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     seconds: dict[str, float] = defaultdict(float)
     names = summary.names
-    with tqdm(total=len(names), desc="quality (held-out set)", unit="img", disable=not progress) as bar:
+    with progress_bar(total=len(names), desc="quality (held-out set)", unit="img", disable=not progress) as bar:
         for start in range(0, len(names), CHUNK):
             clean, watermarked, truth = _load(summary.out_dir, names[start : start + CHUNK])
             for detection, true_mask in zip(detect_images(detector, watermarked, undilated), truth, strict=True):

@@ -177,7 +177,7 @@ def curate_folder(
     ``emit`` receives each accepted pair (e.g. to upload its PNGs) as it is ready.
     Returns the manifest rows and the reject rows; bad inputs never raise.
     """
-    from tqdm.auto import tqdm
+    from clearmark.progress import progress_bar
 
     from clearmark.data.sources import discover_pairs
 
@@ -195,7 +195,7 @@ def curate_folder(
 
     with ThreadPoolExecutor(max_workers=CURATE_WORKERS) as pool:
         outcomes = pool.map(work, discovery.pairs)
-        for row, reject in tqdm(outcomes, total=len(discovery.pairs), desc=f"curate {source.name}", disable=not progress):
+        for row, reject in progress_bar(outcomes, total=len(discovery.pairs), desc=f"curate {source.name}", disable=not progress):
             if row is not None:
                 rows.append(row)
             if reject is not None:
@@ -389,7 +389,7 @@ def materialise_raw(store: ObjectStore, source_name: str, index: RawIndex, *, pr
     Objects come through the content-addressed cache and are hard-linked into place,
     so a second curation on the same machine downloads nothing.
     """
-    from tqdm.auto import tqdm
+    from clearmark.progress import progress_bar
 
     digest = hashlib.sha256(json.dumps(index, sort_keys=True).encode()).hexdigest()[:16]
     view = store.settings.cache_dir / "raw-views" / source_name / digest
@@ -408,7 +408,7 @@ def materialise_raw(store: ObjectStore, source_name: str, index: RawIndex, *, pr
             shutil.copyfile(cached, target)
 
     with ThreadPoolExecutor(max_workers=TRANSFER_WORKERS) as pool:
-        list(tqdm(pool.map(fetch, index.items()), total=len(index), desc=f"fetch raw {source_name}", disable=not progress))
+        list(progress_bar(pool.map(fetch, index.items()), total=len(index), desc=f"fetch raw {source_name}", disable=not progress))
     return view
 
 
@@ -573,7 +573,7 @@ def fetch_version(store: ObjectStore, dataset: str, version: str, *, progress: b
     Files already there are kept (versions are immutable), so a second call downloads nothing.
     """
     import pandas as pd
-    from tqdm.auto import tqdm
+    from clearmark.progress import progress_bar
 
     marker = _require_published(store, dataset, version)
     bucket = store.settings.lake_bucket
@@ -587,7 +587,7 @@ def fetch_version(store: ObjectStore, dataset: str, version: str, *, progress: b
             store.get_file(bucket, key, target)
 
     with ThreadPoolExecutor(max_workers=TRANSFER_WORKERS) as pool:
-        list(tqdm(pool.map(download, [info.key for info in objects]), total=len(objects), desc=f"fetch {dataset}/{version}", disable=not progress))
+        list(progress_bar(pool.map(download, [info.key for info in objects]), total=len(objects), desc=f"fetch {dataset}/{version}", disable=not progress))
 
     from clearmark.storage import sha256_file
 

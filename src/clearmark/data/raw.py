@@ -87,7 +87,7 @@ def load_raw(store: ObjectStore, source_name: str, local_root: Path, *, progress
     Files that disappeared from the folder are dropped from the index and their
     objects deleted (after the new index is written), so the mirror matches the source.
     """
-    from tqdm.auto import tqdm
+    from clearmark.progress import progress_bar
 
     local_root = Path(local_root)
     if not local_root.is_dir():
@@ -104,7 +104,7 @@ def load_raw(store: ObjectStore, source_name: str, local_root: Path, *, progress
 
     with ThreadPoolExecutor(max_workers=UPLOAD_WORKERS) as pool:
         hashes = dict(
-            zip(files, tqdm(pool.map(sha256_file, files.values()), total=len(files), desc=f"hash {source_name}", disable=not progress))
+            zip(files, progress_bar(pool.map(sha256_file, files.values()), total=len(files), desc=f"hash {source_name}", disable=not progress))
         )
     index: RawIndex = {relpath: {"sha256": hashes[relpath], "size": path.stat().st_size} for relpath, path in files.items()}
 
@@ -116,7 +116,7 @@ def load_raw(store: ObjectStore, source_name: str, local_root: Path, *, progress
     bytes_to_upload = sum(int(index[relpath]["size"]) for relpath in to_upload)
 
     with (
-        tqdm(total=bytes_to_upload, unit="B", unit_scale=True, desc=f"upload {source_name}", disable=not progress) as bar,
+        progress_bar(total=bytes_to_upload, unit="B", unit_scale=True, desc=f"upload {source_name}", disable=not progress) as bar,
         ThreadPoolExecutor(max_workers=UPLOAD_WORKERS) as pool,
     ):
 

@@ -148,7 +148,7 @@ def generate_synthetic(
     """
     import numpy as np
     from PIL import Image
-    from tqdm import tqdm
+    from clearmark.progress import progress_bar
 
     if count < 1:
         raise ValueError(f"count must be at least 1 (got {count}).")
@@ -164,7 +164,7 @@ def generate_synthetic(
         folder.mkdir(parents=True, exist_ok=True)
 
     items: list[SynthItem] = []
-    for index in tqdm(range(count), desc="synthetic images", unit="img", disable=not progress):
+    for index in progress_bar(range(count), desc="synthetic images", unit="img", disable=not progress):
         rng = np.random.default_rng(np.random.SeedSequence([seed, index]))
         clean, watermarked, mask, item = _make_triple(rng, size, synth_name(index), style_set)
         Image.fromarray(clean).save(folders["clean"] / item.name, format="PNG", compress_level=PNG_LEVEL)

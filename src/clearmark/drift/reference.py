@@ -96,14 +96,14 @@ def _reference_rows(
 
     import numpy as np
     from PIL import Image
-    from tqdm import tqdm
+    from clearmark.progress import progress_bar
 
     from clearmark.drift.features import estimate_jpeg_quality, image_features
     from clearmark.removal.detection import DetectionOptions, detect_images
 
     options = DetectionOptions.for_detector(detector, settings)
     records: list[dict[str, float | str]] = []
-    with tqdm(total=len(rows), desc="drift reference", unit="img") as progress:
+    with progress_bar(total=len(rows), desc="drift reference", unit="img") as progress:
         for start in range(0, len(rows), options.batch_size):
             chunk = rows.iloc[start : start + options.batch_size]
             images, qualities = [], []

@@ -41,11 +41,11 @@ def calibrate_threshold(
     Returns ``{"threshold", "iou", "iou_at_current", "by_threshold"}``; ties keep the threshold
     closest to the detector's current one.
     """
-    from tqdm import tqdm
+    from clearmark.progress import progress_bar
 
     counts = {t: PixelCounts() for t in candidates}
     seen = 0
-    for _, image, mask in tqdm(pairs, desc="calibrate", unit="img", disable=not progress):
+    for _, image, mask in progress_bar(pairs, desc="calibrate", unit="img", disable=not progress):
         probabilities = detector.predict_proba(image[None])[0]
         for threshold in candidates:
             counts[threshold] += PixelCounts.from_masks(probabilities > threshold, mask)

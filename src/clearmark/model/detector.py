@@ -206,6 +206,8 @@ class Detector:
         height, width = batch.shape[1:3]
         mean = torch.tensor(IMAGENET_MEAN, device=self.device).view(1, 3, 1, 1)
         std = torch.tensor(IMAGENET_STD, device=self.device).view(1, 3, 1, 1)
+        if not batch.flags.writeable:  # e.g. np.asarray(PIL image): torch warns on read-only memory
+            batch = batch.copy()
         x = torch.from_numpy(batch).to(self.device).permute(0, 3, 1, 2).float().div_(255.0).sub_(mean).div_(std)
         return F.pad(x, (0, _pad_amount(width), 0, _pad_amount(height)), mode="replicate")
 

@@ -23,11 +23,11 @@ def evaluate_pairs(detector: Detector, pairs: Iterable[tuple[str, np.ndarray, np
     and small watermarks weigh by their pixels); the per-image IoU distribution shows
     how uneven the detector is.
     """
-    from tqdm import tqdm
+    from clearmark.progress import progress_bar
 
     total_counts = PixelCounts()
     per_image: dict[str, float] = {}
-    for pair_id, image, mask in tqdm(pairs, desc="evaluate", unit="img", total=total, disable=not progress):
+    for pair_id, image, mask in progress_bar(pairs, desc="evaluate", unit="img", total=total, disable=not progress):
         predicted = detector.predict_mask(image[None])[0]
         counts = PixelCounts.from_masks(predicted, mask)
         total_counts += counts

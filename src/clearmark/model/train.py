@@ -208,12 +208,12 @@ def _train_epoch(
 ) -> tuple[float, float, int]:
     """One pass over the training loader: (mean loss, pixel IoU of the batches, images seen)."""
     import torch
-    from tqdm import tqdm
+    from clearmark.progress import progress_bar
 
     model.train()
     use_amp = device.type == "cuda"
     seen, loss_sum, tp, fp, fn = 0, 0.0, 0, 0, 0
-    bar = tqdm(loader, desc=f"epoch {epoch + 1}/{epochs}", unit="batch", disable=not show_progress)
+    bar = progress_bar(loader, desc=f"epoch {epoch + 1}/{epochs}", unit="batch", disable=not show_progress)
     for step, (images, masks) in enumerate(bar):
         images, masks = images.to(device, non_blocking=True), masks.to(device, non_blocking=True)
         with torch.autocast(device.type, enabled=use_amp):

@@ -331,7 +331,6 @@ def remove_watermarks(
     when the input as a whole is unreadable or hostile; then no output is left behind.
     """
     import pandas as pd
-    from tqdm import tqdm
 
     from clearmark.drift.features import FEATURE_COLUMNS
     from clearmark.storage import atomic_write_bytes
@@ -361,7 +360,7 @@ def remove_watermarks(
     ):
         rows = [None] * len(reader.members)
         run = _Run(detector, inpainter, options, limits, save_masks, Path(spool_dir))
-        features = _drive(run, reader, output_path, outputs.masks, rows, progress, tqdm)
+        features = _drive(run, reader, output_path, outputs.masks, rows, progress)
     outputs.report.rows = [r for r in rows if r is not None and r.path]
     outputs.report.duration_s = time.perf_counter() - started
     frame = pd.DataFrame(features, columns=FEATURE_COLUMNS)
@@ -371,9 +370,11 @@ def remove_watermarks(
 
 
 def _drive(
-    run: _Run, reader: ArchiveReader, output: Path, masks: Path | None, rows: list[MemberRow | None], progress: bool, tqdm: Any
+    run: _Run, reader: ArchiveReader, output: Path, masks: Path | None, rows: list[MemberRow | None], progress: bool
 ) -> list[dict[str, float]]:
     """Start the stages, write results as they arrive (this thread), join, and commit the outputs."""
+    from clearmark.progress import progress_bar
+
     decoders, detectors = 2, run.options.workers
     depth = run.options.batch_size * detectors + 2
     decode_q: queue.Queue[Any] = queue.Queue(depth)
@@ -394,7 +395,7 @@ def _drive(
             threads += [_thread(run, f"decode{i}", lambda: _decode(run, decode_q, detect_q, write_q, detectors)) for i in range(decoders)]
             threads += [_thread(run, f"detect{i}", lambda: _detect(run, detect_q, finish_q, finishers)) for i in range(detectors)]
             threads += [_thread(run, f"finish{i}", lambda: _finish(run, finish_q, write_q)) for i in range(finishers)]
-            with tqdm(total=files, unit="file", desc=reader.path.name, disable=not progress) as bar:
+            with progress_bar(total=files, unit="file", desc=reader.path.name, disable=not progress) as bar:
                 while (item := run.get(write_q)) is not _DONE:
                     _write(item, writer, mask_writer)
                     if not item.member.is_dir:
