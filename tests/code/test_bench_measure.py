@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from clearmark.bench.measure import latency_ms, machine_slug
-from clearmark.bench.table import _removal_rows
+from clearmark.bench.table import _removal_rows, _training_rows
 from clearmark.bench.training import time_to_iou
 
 
@@ -46,3 +46,12 @@ def test_removal_targets_are_marked_met_or_missed() -> None:
     slow = _removal_rows(_removal(e2e=5.0, naive=2.0, rss_small=700, rss_large=2100), gpu=False)
     assert [row[4].endswith("**missed**") for row in slow] == [True, True, True]
     assert _removal_rows(_removal(e2e=7.0, naive=2.0, rss_small=700, rss_large=720), gpu=True)[0][4].endswith("**missed**")  # 200 img/s on GPU
+
+
+def test_training_rows_say_not_reached_rather_than_none() -> None:
+    reported = {"recipe": "default", "train_images_per_s": 4.0, "best_val_iou": 0.85, "minutes_to_val_iou_0.80": 12.5, "minutes_to_val_iou_0.90": None}
+    recorded = {"best_val_iou": 0.78, "minutes": 192.6, "minutes_to_val_iou_0.80": None, "minutes_to_val_iou_0.90": None}
+    rows = _training_rows({"reported": reported, "baselines": [], "budget_minutes_per_recipe": 1.0, "bundled_baseline_recorded": recorded})
+    assert rows[1][1] == "IoU 0.80: 12.5 min, IoU 0.90: not reached (best 0.85)"
+    assert rows[2][1].startswith("IoU 0.80: not reached, IoU 0.90: not reached (best 0.78 in 192.6 min")
+    assert "None" not in "".join(cell for row in rows for cell in row)
