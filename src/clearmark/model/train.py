@@ -236,7 +236,7 @@ def _train_epoch(
             fn += int((~predicted & truth).sum())
         seen += len(images)
         loss_sum += loss.item() * len(images)
-        bar.set_postfix(loss=f"{loss.item():.4f}")
+        bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)  # shown at the next redraw, not one per batch
     return loss_sum / max(1, seen), tp / max(1, tp + fp + fn), seen
 
 
