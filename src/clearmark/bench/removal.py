@@ -2,7 +2,7 @@
 
 * **end to end**: a zip of N watermarked 512x512 JPEGs goes into a scratch inbox bucket and
   :func:`clearmark.removal.inbox.process_inbox_item` downloads, cleans, uploads and moves
-  it, with the detector already loaded (a warm worker);
+  it, in a warm worker (detector loaded, one small archive processed untimed before);
 * **naive loop** (the in-run baseline): the reference tutorial's loop, one image at a time:
   load it, predict on it alone in float32, inpaint, save.  It runs before and after the
   archives, and the ratios use the faster of the two runs, so a noisy neighbour during one
@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
 IMAGE_SIDE = 512
 JPEG_QUALITY = 90
+WARM_UP_IMAGES = 4  # the untimed archive that warms the worker up
 
 
 def build_photos(work: Path, count: int, *, seed: int = 7) -> list[Path]:
@@ -86,6 +87,7 @@ def naive_loop(settings: Settings, source: str, paths: list[Path], out_dir: Path
 
     Like the reference tutorial, it loads the model once (its own copy, so nothing the
     pipeline tuned carries over) and calls it in float32, default layout, batch size 1.
+    The first image goes through once untimed, as the pipeline's warm-up archive does.
     """
     import numpy as np
     from PIL import Image, ImageOps
@@ -95,13 +97,18 @@ def naive_loop(settings: Settings, source: str, paths: list[Path], out_dir: Path
 
     detector, inpainter = load_detector(source, settings), get_cached_inpainter(settings, "telea")
     out_dir.mkdir(parents=True, exist_ok=True)
+
+    def clean(path: Path) -> None:
+        rgb = np.array(ImageOps.exif_transpose(Image.open(path)).convert("RGB"))
+        mask = (detector.predict_proba(rgb[None])[0] > detector.config.threshold).astype(np.uint8) * 255
+        Image.fromarray(inpainter.inpaint(rgb, mask)).save(out_dir / path.name, "JPEG", quality=JPEG_QUALITY)
+
+    clean(paths[0])
     rss = PeakRss()
     with rss.sampling():
         started = time.perf_counter()
         for path in paths:
-            rgb = np.array(ImageOps.exif_transpose(Image.open(path)).convert("RGB"))
-            mask = (detector.predict_proba(rgb[None])[0] > detector.config.threshold).astype(np.uint8) * 255
-            Image.fromarray(inpainter.inpaint(rgb, mask)).save(out_dir / path.name, "JPEG", quality=JPEG_QUALITY)
+            clean(path)
         seconds = time.perf_counter() - started
     return {"images": len(paths), "seconds": round(seconds, 2), "images_per_s": round(len(paths) / seconds, 2), "peak_rss_mib": rss.mib}
 
@@ -119,6 +126,8 @@ def measure_removal(
     naive_runs = [naive_loop(settings, source, photos[:naive_images], work / "naive")]
     archives = {}
     with scratch_buckets(settings, "inbox", "outbox", "reports") as scratch:
+        # A warm worker has run an archive before: imports and first calls are not per archive.
+        end_to_end(scratch, source, build_archive(photos, WARM_UP_IMAGES, work / "warm-up.zip"))
         for size in archive_sizes:
             archive = build_archive(photos, size, work / f"bench-{size}.zip")
             archives[str(size)] = end_to_end(scratch, source, archive)
