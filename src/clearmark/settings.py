@@ -109,7 +109,9 @@ class Settings(BaseSettings):
     # Detection (clearmark.removal.detection); threshold None = the detector's own.
     removal_threshold: float | None = Field(default=None, gt=0.0, lt=1.0)
     removal_dilate_px: int = Field(default=3, ge=0, description="Mask dilation radius in pixels before inpainting.")
-    removal_detect_side: int | None = Field(default=None, ge=32, description="Downscale images to this long side for detection (default: native resolution).")
+    removal_detect_side: int | None = Field(
+        default=None, ge=0, description="Long side images are downscaled to for detection; default: the detector's own (config.json), 0: native resolution."
+    )
     removal_tile_above: int = Field(default=2048, ge=64, description="Images with a longer side are detected in full-resolution tiles.")
     removal_batch_size: int | None = Field(
         default=None, ge=1, description="Detector batch; default 1 on CPU (fastest with one detector thread per core), 8 on GPU."

@@ -160,17 +160,46 @@ def test_several_detector_threads_give_the_same_archive_and_leave_torch_threads_
     assert [status for _, status, _ in results[3][1]].count("cleaned") == 14
 
 
-def test_large_images_are_tiled_at_full_resolution_and_mixed_sizes_share_batches(detector):
-    options = DetectionOptions(threshold=0.5, dilate_px=0, detect_side=64, tile_above=150, tile_side=64, batch_size=4)
+def test_in_native_mode_large_images_are_tiled_at_full_resolution(detector):
+    options = DetectionOptions(threshold=0.5, dilate_px=0, detect_side=None, tile_above=150, tile_side=64, batch_size=4)
     images = [watermarked_rgb(300, 220, 1), watermarked_rgb(64, 64, 2), clean_rgb(64, 64, 3), watermarked_rgb(90, 120, 4)]
     detections = detect_images(detector, images, options)
     for rgb, detection in zip(images, detections, strict=True):
         assert detection.mask.shape == rgb.shape[:2]
-        expected = _white(rgb)
-        # Tiles (first image) see full resolution: the mask matches the mark exactly.
-        agreement = (detection.mask > 0) == expected
-        assert agreement.mean() > (0.999 if rgb is images[0] else 0.97)
+        # Tiles and native resolution: the mask matches the mark exactly.
+        assert ((detection.mask > 0) == _white(rgb)).mean() > 0.999
     assert not detections[2].found and detections[2].coverage == 0.0 and detections[2].confidence < 0.5
+
+
+def test_with_a_working_size_every_image_is_downscaled_and_mixed_sizes_share_batches(detector, monkeypatch):
+    import clearmark.removal.detection as detection_module
+
+    options = DetectionOptions(threshold=0.5, dilate_px=0, detect_side=64, tile_above=150, tile_side=64, batch_size=4)
+    monkeypatch.setattr(detection_module, "detect_tiled", lambda *args: pytest.fail("a working size must not tile"))
+    batches: list[tuple[int, ...]] = []
+    predict = detection_module.predict
+    monkeypatch.setattr(detection_module, "predict", lambda det, batch, opts: batches.append(batch.shape) or predict(det, batch, opts))
+    images = [watermarked_rgb(300, 220, 1), watermarked_rgb(64, 64, 2), clean_rgb(64, 64, 3), watermarked_rgb(90, 120, 4)]
+    detections = detect_images(detector, images, options)
+    # 300x220 works at 64x32; 90x120 at 64x64, so it shares a batch with the 64x64 images.
+    assert sorted(batches) == [(1, 64, 32, 3), (3, 64, 64, 3)]
+    for rgb, detection in zip(images, detections, strict=True):
+        assert detection.mask.shape == rgb.shape[:2]  # probabilities upsampled to the full image
+        assert ((detection.mask > 0) == _white(rgb)).mean() > 0.97
+    assert not detections[2].found
+
+
+@pytest.mark.parametrize(("config_side", "setting", "expected"), [(384, None, 384), (None, None, None), (384, 256, 256), (384, 0, None)])
+def test_the_working_size_comes_from_the_detector_unless_the_setting_overrides_it(
+    tmp_path: Path, config_side: int | None, setting: int | None, expected: int | None
+) -> None:
+    from clearmark.model.detector import Detector, DetectorConfig, build_network
+    from clearmark.settings import Settings
+
+    config = DetectorConfig(encoder="mobilenet_v2", image_size=64, decoder_channels=[16, 16, 16, 16, 8], detect_side=config_side)
+    detector = Detector(build_network(config), config, version="test", device="cpu")
+    options = DetectionOptions.for_detector(detector, Settings(home=tmp_path, removal_detect_side=setting))
+    assert options.detect_side == expected
 
 
 def test_working_shapes_and_tiles():

@@ -53,3 +53,27 @@ def test_recorded_metrics_match_a_fresh_evaluation_on_the_embedded_test_split(tm
     assert report["images"] == recorded["test_images"]
     for name in ("iou", "dice", "precision", "recall"):
         assert report[name] == pytest.approx(recorded[f"test_{name}"], abs=0.005), name
+
+
+@pytest.mark.parametrize("styles", ["train", "heldout"])
+def test_baseline_finds_more_of_the_mark_at_its_working_size_than_at_native_resolution(tmp_path: Path, styles: str) -> None:
+    """config.json's detect_side (384) is the scale its training showed watermarks at: 512 px photos gain from it."""
+    from PIL import Image
+
+    from clearmark.data.synth import generate_synthetic
+    from clearmark.model.metrics import PixelCounts
+    from clearmark.removal.detection import DetectionOptions, detect_images
+
+    detector = load_detector(BASELINE, device="cpu")
+    assert detector.config.detect_side == 384
+    summary = generate_synthetic(tmp_path, 16, seed=99, size=512, styles=styles, progress=False)
+    images = [np.asarray(Image.open(summary.out_dir / "watermarked" / name).convert("RGB")) for name in summary.names]
+    truths = [np.asarray(Image.open(summary.out_dir / "masks" / name)) > 127 for name in summary.names]
+    iou = {}
+    for side in (None, detector.config.detect_side):
+        counts = PixelCounts()
+        options = DetectionOptions(threshold=detector.config.threshold, dilate_px=0, detect_side=side)
+        for found, truth in zip(detect_images(detector, images, options), truths, strict=True):
+            counts = counts + PixelCounts.from_masks(found.mask > 0, truth)
+        iou[side] = counts.iou
+    assert iou[384] > iou[None] + 0.02, iou

@@ -4,7 +4,7 @@
   :func:`clearmark.removal.inbox.process_inbox_item` downloads, cleans, uploads and moves
   it, in a warm worker (detector loaded, one small archive processed untimed before);
 * **naive loop** (the in-run baseline): the reference tutorial's loop, one image at a time:
-  load it, predict on it alone in float32, inpaint, save.  It runs before and after the
+  load it, predict on it alone in float32 (at the pipeline's working size), inpaint, save.  It runs before and after the
   archives, and the ratios use the faster of the two runs, so a noisy neighbour during one
   of them cannot flatter the pipeline;
 * **peak RSS** of this process during each archive (sampled every 20 ms).
@@ -82,17 +82,21 @@ def end_to_end(settings: Settings, source: str, archive: Path) -> dict[str, Any]
     }
 
 
-def naive_loop(settings: Settings, source: str, paths: list[Path], out_dir: Path) -> dict[str, Any]:
+def naive_loop(settings: Settings, source: str, paths: list[Path], out_dir: Path, *, detect_side: int | None) -> dict[str, Any]:
     """Images/s of the one-at-a-time loop: load, predict alone, inpaint, save.
 
     Like the reference tutorial, it loads the model once (its own copy, so nothing the
-    pipeline tuned carries over) and calls it in float32, default layout, batch size 1.
-    The first image goes through once untimed, as the pipeline's warm-up archive does.
+    pipeline tuned carries over) and calls it in float32, default layout, batch size 1,
+    at the pipeline's working size ``detect_side``, so the ratio measures the pipeline's
+    engineering rather than a cheaper resolution.  The first image goes through once
+    untimed, as the pipeline's warm-up archive does.
     """
+    import cv2
     import numpy as np
     from PIL import Image, ImageOps
 
     from clearmark.model.detector import load_detector
+    from clearmark.removal.detection import working_shape
     from clearmark.removal.inbox import get_cached_inpainter
 
     detector, inpainter = load_detector(source, settings), get_cached_inpainter(settings, "telea")
@@ -100,7 +104,10 @@ def naive_loop(settings: Settings, source: str, paths: list[Path], out_dir: Path
 
     def clean(path: Path) -> None:
         rgb = np.array(ImageOps.exif_transpose(Image.open(path)).convert("RGB"))
-        mask = (detector.predict_proba(rgb[None])[0] > detector.config.threshold).astype(np.uint8) * 255
+        height, width = rgb.shape[:2]
+        rows, cols = working_shape(height, width, detect_side)
+        probabilities = detector.predict_proba(cv2.resize(rgb, (cols, rows), interpolation=cv2.INTER_AREA)[None])[0]
+        mask = (cv2.resize(probabilities, (width, height)) > detector.config.threshold).astype(np.uint8) * 255
         Image.fromarray(inpainter.inpaint(rgb, mask)).save(out_dir / path.name, "JPEG", quality=JPEG_QUALITY)
 
     clean(paths[0])
@@ -123,7 +130,7 @@ def measure_removal(
     photos = build_photos(work, min(distinct, max(archive_sizes)))
     detector = get_detector(settings, source)  # a warm worker: the load is measured on its own
     options = DetectionOptions.for_detector(detector, settings)  # what process_inbox_item will use
-    naive_runs = [naive_loop(settings, source, photos[:naive_images], work / "naive")]
+    naive_runs = [naive_loop(settings, source, photos[:naive_images], work / "naive", detect_side=options.detect_side)]
     archives = {}
     with scratch_buckets(settings, "inbox", "outbox", "reports") as scratch:
         # A warm worker has run an archive before: imports and first calls are not per archive.
@@ -132,7 +139,7 @@ def measure_removal(
             archive = build_archive(photos, size, work / f"bench-{size}.zip")
             archives[str(size)] = end_to_end(scratch, source, archive)
             archive.unlink()
-    naive_runs.append(naive_loop(settings, source, photos[:naive_images], work / "naive"))
+    naive_runs.append(naive_loop(settings, source, photos[:naive_images], work / "naive", detect_side=options.detect_side))
     naive = {**max(naive_runs, key=lambda run: run["images_per_s"]), "runs_images_per_s": [run["images_per_s"] for run in naive_runs]}
     for result in archives.values():
         result["speedup_vs_naive"] = round(result["images_per_s"] / naive["images_per_s"], 2)
@@ -141,6 +148,7 @@ def measure_removal(
         "image": f"{IMAGE_SIDE}x{IMAGE_SIDE} JPEG q{JPEG_QUALITY}, {len(photos)} distinct synthetic photos",
         "batch_size": options.batch_size,
         "detect_workers": options.workers,
+        "detect_side": options.detect_side,
         "autocast": settings.removal_autocast,
         "inpainter": "telea",
         "naive": naive,

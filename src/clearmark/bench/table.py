@@ -14,6 +14,8 @@ def _target(ok: bool, text: str) -> str:
 def _removal_rows(removal: dict[str, Any], gpu: bool) -> list[Row]:
     naive, rows = removal["naive"], []
     threads = f", {removal['detect_workers']} detector threads" if "detect_workers" in removal else ""
+    if removal.get("detect_side"):
+        threads += f", detection at ≤ {removal['detect_side']} px"
     runs = naive.get("runs_images_per_s", [])
     naive_runs = f" (faster of {len(runs)} runs: {', '.join(map(str, runs))})" if len(runs) > 1 else ""
     for size, archive in removal["archives"].items():

@@ -61,6 +61,9 @@ class DetectorConfig:
     image_size: int = 256  # training crop side; inference takes any size
     threshold: float = 0.5  # probability above which a pixel is watermark
     decoder_channels: list[int] | None = None  # None: smp's default; smaller is faster on CPU
+    # Long side that removal downscales larger images to before detecting, i.e. the scale the
+    # training data showed watermarks at (None: native resolution; CLEARMARK_REMOVAL_DETECT_SIDE overrides).
+    detect_side: int | None = None
 
     def validate(self) -> DetectorConfig:
         """Raise :class:`DetectorError` naming the accepted values when a field is wrong."""
@@ -72,6 +75,8 @@ class DetectorConfig:
             raise DetectorError(f"image_size must be a positive multiple of {PAD_MULTIPLE}, got {self.image_size}.")
         if self.decoder_channels is not None and (len(self.decoder_channels) != 5 or min(self.decoder_channels) < 1):
             raise DetectorError(f"decoder_channels must list 5 positive widths, got {self.decoder_channels}.")
+        if self.detect_side is not None and self.detect_side < PAD_MULTIPLE:
+            raise DetectorError(f"detect_side must be at least {PAD_MULTIPLE} px or null (native resolution), got {self.detect_side}.")
         if not 0.0 < self.threshold < 1.0:
             raise DetectorError(f"threshold must lie strictly between 0 and 1, got {self.threshold}.")
         return self
@@ -228,6 +233,7 @@ def _model_card(config: DetectorConfig, metrics: dict[str, Any], data_version: s
 | encoder | {config.encoder} |
 | training image size | {config.image_size} px (inference: any size, padded to a multiple of {PAD_MULTIPLE}) |
 | mask threshold | {config.threshold} |
+| detection working size | {f"long side downscaled to {config.detect_side} px" if config.detect_side else "native resolution"} |
 | training data version | {data_version or "unknown"} |
 | weights SHA-256 | `{weights_sha256}` |
 

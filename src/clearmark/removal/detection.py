@@ -1,14 +1,15 @@
-"""Batched watermark detection at full resolution.
+"""Batched watermark detection, with masks at full resolution.
 
-The detector is trained on native-resolution crops, so by default an image whose long
-side is at most ``tile_above`` is seen at its own resolution, its sides rounded to
-multiples of 32 (a rescale of at most 16 pixels, well inside the training's scale
-augmentation); with ``detect_side`` set, images are instead downscaled so that their
-long side is at most ``detect_side`` (faster, for detectors trained on resized images).
-Images that share a working shape share detector batches, and the probabilities are
-upsampled back to the full image.  Larger images are cut into overlapping
-``tile_side`` tiles at full resolution, so thin marks on huge photos are not lost.  Probabilities above the threshold form the mask, which is dilated by
-``dilate_px`` so the inpainter also covers the mark's soft edge.
+A detector finds watermarks best at the scale its training data showed them.  The
+detector's ``detect_side`` (``config.json``; ``CLEARMARK_REMOVAL_DETECT_SIDE`` overrides)
+records that scale: images are downscaled so that their long side is at most
+``detect_side`` (INTER_AREA), and the probabilities are upsampled back to the full image.
+Without it (native mode) an image whose long side is at most ``tile_above`` is seen at its
+own resolution, its sides rounded to multiples of 32, and larger images are cut into
+overlapping ``tile_side`` tiles at full resolution, so thin marks on huge photos are not
+lost.  Images that share a working shape share detector batches.  Probabilities above the
+threshold form the mask, which is dilated by ``dilate_px`` so the inpainter also covers
+the mark's soft edge.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ class DetectionOptions:
         return cls(
             threshold=threshold or settings.removal_threshold or detector.config.threshold,
             dilate_px=settings.removal_dilate_px,
-            detect_side=settings.removal_detect_side,
+            detect_side=(detector.config.detect_side if settings.removal_detect_side is None else settings.removal_detect_side) or None,
             tile_above=settings.removal_tile_above,
             tile_side=min(settings.removal_tile_above, 1024),
             batch_size=batch_size or settings.removal_batch_size or (1 if detector.device.type == "cpu" else 8),
@@ -115,7 +116,8 @@ def working_shape(height: int, width: int, side: int | None) -> tuple[int, int]:
 
 
 def needs_tiling(height: int, width: int, options: DetectionOptions) -> bool:
-    return max(height, width) > options.tile_above
+    """Only in native mode: with a working size, large images are downscaled like any other."""
+    return options.detect_side is None and max(height, width) > options.tile_above
 
 
 def resize_for_detector(rgb: np.ndarray, options: DetectionOptions) -> np.ndarray:
