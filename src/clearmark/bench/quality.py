@@ -106,10 +106,10 @@ def measure_quality(
     time to make its images (for predicted masks, production detection included).
     """
     import numpy as np
-    from clearmark.progress import progress_bar
 
     from clearmark.data.synth import HELDOUT_STYLES, generate_synthetic
     from clearmark.model.metrics import PixelCounts
+    from clearmark.progress import progress_bar
     from clearmark.removal.detection import (
         DetectionOptions,
         detect_images,

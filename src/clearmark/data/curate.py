@@ -177,9 +177,8 @@ def curate_folder(
     ``emit`` receives each accepted pair (e.g. to upload its PNGs) as it is ready.
     Returns the manifest rows and the reject rows; bad inputs never raise.
     """
-    from clearmark.progress import progress_bar
-
     from clearmark.data.sources import discover_pairs
+    from clearmark.progress import progress_bar
 
     discovery = discover_pairs(source, root)
     rejects = [_reject_row(reject) for reject in discovery.rejects]
@@ -573,6 +572,7 @@ def fetch_version(store: ObjectStore, dataset: str, version: str, *, progress: b
     Files already there are kept (versions are immutable), so a second call downloads nothing.
     """
     import pandas as pd
+
     from clearmark.progress import progress_bar
 
     marker = _require_published(store, dataset, version)

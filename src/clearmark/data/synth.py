@@ -148,6 +148,7 @@ def generate_synthetic(
     """
     import numpy as np
     from PIL import Image
+
     from clearmark.progress import progress_bar
 
     if count < 1:

@@ -96,9 +96,9 @@ def _reference_rows(
 
     import numpy as np
     from PIL import Image
-    from clearmark.progress import progress_bar
 
     from clearmark.drift.features import estimate_jpeg_quality, image_features
+    from clearmark.progress import progress_bar
     from clearmark.removal.detection import DetectionOptions, detect_images
 
     options = DetectionOptions.for_detector(detector, settings)

@@ -208,6 +208,7 @@ def _train_epoch(
 ) -> tuple[float, float, int]:
     """One pass over the training loader: (mean loss, pixel IoU of the batches, images seen)."""
     import torch
+
     from clearmark.progress import progress_bar
 
     model.train()
