@@ -200,6 +200,7 @@ def test_the_working_size_comes_from_the_detector_unless_the_setting_overrides_i
     detector = Detector(build_network(config), config, version="test", device="cpu")
     options = DetectionOptions.for_detector(detector, Settings(home=tmp_path, removal_detect_side=setting))
     assert options.detect_side == expected
+    assert options.batch_size == 2  # on CPU: two images per call halve the per-call Python overhead
 
 
 def test_working_shapes_and_tiles():

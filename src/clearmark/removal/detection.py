@@ -57,7 +57,7 @@ class DetectionOptions:
             detect_side=(detector.config.detect_side if settings.removal_detect_side is None else settings.removal_detect_side) or None,
             tile_above=settings.removal_tile_above,
             tile_side=min(settings.removal_tile_above, 1024),
-            batch_size=batch_size or settings.removal_batch_size or (1 if detector.device.type == "cpu" else 8),
+            batch_size=batch_size or settings.removal_batch_size or (2 if detector.device.type == "cpu" else 8),
             workers=settings.removal_detect_workers or default_detect_workers(detector),
             autocast=settings.removal_autocast,
         )
