@@ -87,10 +87,20 @@ class ObjectStore:
     # --- buckets ------------------------------------------------------------------------
     def ensure_buckets(self, names: list[str]) -> None:
         """Create the buckets that do not exist yet (idempotent)."""
+        from botocore.exceptions import ClientError
+
         existing = {b["Name"] for b in self._call(self.client.list_buckets).get("Buckets", [])}
         for name in names:
-            if name not in existing:
-                self._call(self.client.create_bucket, Bucket=name)
+            if name in existing:
+                continue
+            try:
+                self.client.create_bucket(Bucket=name)
+            except ClientError as exc:
+                # A retried request whose first try succeeded, or a concurrent creator: the bucket is there.
+                if exc.response.get("Error", {}).get("Code") != "BucketAlreadyOwnedByYou":
+                    raise self._explain(exc) from exc
+            except Exception as exc:
+                raise self._explain(exc) from exc
 
     def delete_bucket(self, name: str) -> None:
         """Delete every object of ``name``, then the bucket (for scratch buckets; a missing bucket is fine)."""

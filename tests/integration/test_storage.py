@@ -53,6 +53,16 @@ def test_delete_bucket_removes_its_objects_and_the_bucket(store: ObjectStore, se
     store.delete_bucket(scratch)  # already gone: nothing to do
 
 
+def test_ensure_buckets_accepts_a_bucket_the_listing_did_not_show_yet(
+    store: ObjectStore, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A create retried after a lost response, or a concurrent creator: BucketAlreadyOwnedByYou is success."""
+    store.ensure_buckets([settings.lake_bucket])
+    monkeypatch.setattr(store.client, "list_buckets", lambda: {"Buckets": []})  # a listing from before the create
+    store.ensure_buckets([settings.lake_bucket])
+    assert store.exists(settings.lake_bucket, "nothing") is False  # still there and reachable
+
+
 def test_wrong_credentials_say_what_to_set(settings: Settings) -> None:
     wrong = settings.model_copy(update={"s3_secret_access_key": SecretStr("not-the-secret")})
     with pytest.raises(StorageError, match="AWS_SECRET_ACCESS_KEY"):
