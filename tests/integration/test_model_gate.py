@@ -8,6 +8,7 @@ to call ~95 % of pixels watermark lands in between (above the thresholds, below 
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -122,10 +123,17 @@ def test_worse_model_above_thresholds_is_not_promoted(settings: Settings, data_d
         promote(settings, decision)
 
 
-def test_bundled_baseline_becomes_the_first_champion_once(settings: Settings, tmp_path: Path) -> None:
+def test_bundled_baseline_becomes_the_first_champion_once(
+    settings: Settings, tmp_path: Path, capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
     baseline = save_detector(_network("all", tmp_path), CONFIG, tmp_path / "baseline", metrics={"test_iou": 0.9}, data_version="local-test")
     configured = settings.model_copy(update={"baseline_dir": baseline})
-    version = ensure_baseline_champion(configured)
+    capfd.readouterr()
+    with caplog.at_level(logging.INFO, logger="clearmark.model.promotion"):
+        version = ensure_baseline_champion(configured)
+    # MLflow's registration notices are logged at info level, not printed on stderr (Airflow: errors).
+    assert "Created version" not in capfd.readouterr().err
+    assert any("Created version" in record.getMessage() for record in caplog.records)
     assert version is not None and _aliases(configured) == {"champion": version}
     assert ensure_baseline_champion(configured) is None  # idempotent
     assert len(mlflow_client(settings).search_model_versions(f"name='{settings.registered_model}'")) == 1

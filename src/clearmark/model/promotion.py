@@ -9,6 +9,7 @@ the detector bundled in ``models/baseline/``.
 from __future__ import annotations
 
 import json
+import logging
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
     from clearmark.settings import Settings
 
 BASELINE_TAG = "bundled_baseline"  # model-version tag: SHA-256 of the bundled weights
+log = logging.getLogger(__name__)
 
 
 class PromotionError(RuntimeError):
@@ -49,12 +51,22 @@ def _ensure_registered_model(client: MlflowClient, name: str) -> None:
 
 def _register(settings: Settings, model_uri: str, tags: dict[str, str] | None = None) -> str:
     """Register a logged model (MLflow 3 ``models:/m-...`` or ``runs:/`` URI); returns the version."""
+    import contextlib
+    import io
+
     import mlflow
 
     from clearmark.model.registry import use_tracking_server
 
     use_tracking_server(settings)
-    return str(mlflow.register_model(model_uri, settings.registered_model, tags=tags).version)
+    # MLflow prints its notices ("Created version '2' ...") on stderr, which Airflow files as
+    # errors: they go to the log at info level instead.
+    with contextlib.redirect_stderr(io.StringIO()) as notices:
+        version = str(mlflow.register_model(model_uri, settings.registered_model, tags=tags).version)
+    for line in notices.getvalue().splitlines():
+        if line.strip():
+            log.info(line.strip())
+    return version
 
 
 def register_run_model(settings: Settings, run_id: str) -> str:

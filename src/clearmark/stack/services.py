@@ -158,6 +158,10 @@ def airflow_env(settings: Settings) -> dict[str, str]:
         # Airflow's own services share the few cores of an embedded machine with the tasks; torch's
         # OpenMP threads spin-wait when oversubscribed (2 threads trained 8x slower than 1 here).
         "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
+        # Task logs: MLflow logs through Airflow's logging (at its real level) rather than its own
+        # stderr handler, which Airflow files as errors; its download progress bars stay off.
+        "MLFLOW_CONFIGURE_LOGGING": "false",
+        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
     }
 
 
