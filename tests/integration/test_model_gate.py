@@ -124,10 +124,11 @@ def test_worse_model_above_thresholds_is_not_promoted(settings: Settings, data_d
 
 
 def test_bundled_baseline_becomes_the_first_champion_once(
-    settings: Settings, tmp_path: Path, capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+    settings: Settings, tmp_path: Path, capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     baseline = save_detector(_network("all", tmp_path), CONFIG, tmp_path / "baseline", metrics={"test_iou": 0.9}, data_version="local-test")
     configured = settings.model_copy(update={"baseline_dir": baseline})
+    monkeypatch.setattr(logging.getLogger("clearmark"), "handlers", [])  # a CLI test may have added a stderr handler
     capfd.readouterr()
     with caplog.at_level(logging.INFO, logger="clearmark.model.promotion"):
         version = ensure_baseline_champion(configured)
