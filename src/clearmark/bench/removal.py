@@ -4,9 +4,9 @@
   :func:`clearmark.removal.inbox.process_inbox_item` downloads, cleans, uploads and moves
   it, in a warm worker (detector loaded, one small archive processed untimed before);
 * **naive loop** (the in-run baseline): the reference tutorial's loop, one image at a time:
-  load it, predict on it alone in float32 (at the pipeline's working size), inpaint, save.  It runs before and after the
-  archives, and the ratios use the faster of the two runs, so a noisy neighbour during one
-  of them cannot flatter the pipeline;
+  load it, predict on it alone in float32 (at the pipeline's working size), inpaint, save.
+  It runs before and after the archives, and the ratios use the faster of the two runs,
+  so a noisy neighbour during one of them cannot flatter the pipeline;
 * **peak RSS** of this process during each archive (sampled every 20 ms).
 
 The large archive repeats the distinct images under new names, so building it costs no
@@ -96,18 +96,17 @@ def naive_loop(settings: Settings, source: str, paths: list[Path], out_dir: Path
     from PIL import Image, ImageOps
 
     from clearmark.model.detector import load_detector
-    from clearmark.removal.detection import working_shape
+    from clearmark.removal.detection import DetectionOptions, resize_for_detector
     from clearmark.removal.inbox import get_cached_inpainter
 
     detector, inpainter = load_detector(source, settings), get_cached_inpainter(settings, "telea")
+    working_size = DetectionOptions(detect_side=detect_side)
     out_dir.mkdir(parents=True, exist_ok=True)
 
     def clean(path: Path) -> None:
         rgb = np.array(ImageOps.exif_transpose(Image.open(path)).convert("RGB"))
-        height, width = rgb.shape[:2]
-        rows, cols = working_shape(height, width, detect_side)
-        probabilities = detector.predict_proba(cv2.resize(rgb, (cols, rows), interpolation=cv2.INTER_AREA)[None])[0]
-        mask = (cv2.resize(probabilities, (width, height)) > detector.config.threshold).astype(np.uint8) * 255
+        probabilities = detector.predict_proba(resize_for_detector(rgb, working_size)[None])[0]
+        mask = (cv2.resize(probabilities, rgb.shape[1::-1]) > detector.config.threshold).astype(np.uint8) * 255
         Image.fromarray(inpainter.inpaint(rgb, mask)).save(out_dir / path.name, "JPEG", quality=JPEG_QUALITY)
 
     clean(paths[0])
