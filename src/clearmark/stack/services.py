@@ -18,7 +18,9 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from clearmark.settings import REPO_ROOT, Settings
@@ -39,6 +41,7 @@ class ServiceSpec:
     startup_timeout: float = 120.0
     cwd: Path | None = None
     extra_health_ok: tuple[int, ...] = field(default=())
+    preflight: Callable[[], None] | None = None  # raises StackError when the service could not work here
 
 
 def venv_bin(name: str) -> str:
@@ -50,6 +53,25 @@ def venv_bin(name: str) -> str:
     if not found:
         raise StackError(f"`{name}` is not installed. Run `make install` (pip install -c constraints.txt -e '.[platform,test]').")
     return found
+
+
+# SeaweedFS's volume server turns every volume read-only once less than 1 % of its disk is free
+# (`weed mini` has no flag for it); writes then fail only after minutes of retries.
+SEAWEED_MIN_FREE_FRACTION = 0.01
+DISK_HEADROOM_BYTES = 1 << 30  # room for the data a run writes before the threshold bites
+
+
+def check_disk_space(data_dir: Path) -> None:
+    """Raise :class:`StackError` unless SeaweedFS would accept writes in ``data_dir`` with headroom."""
+    usage = shutil.disk_usage(data_dir)
+    needed = usage.total * SEAWEED_MIN_FREE_FRACTION + DISK_HEADROOM_BYTES
+    if usage.free < needed:
+        gib = 1 << 30
+        raise StackError(
+            f"Not enough free disk for SeaweedFS in {data_dir}: {usage.free / gib:.1f} GiB free of {usage.total / gib:.0f} GiB, "
+            f"it needs {needed / gib:.1f} GiB (SeaweedFS refuses every write once less than 1 % of the disk is free, plus 1 GiB "
+            f"of headroom). Free disk space, or set CLEARMARK_HOME to a directory on a disk with more room."
+        )
 
 
 def s3_credentials_env(settings: Settings) -> dict[str, str]:
@@ -67,8 +89,8 @@ def seaweedfs_spec(settings: Settings) -> ServiceSpec:
     gRPC ports are the HTTP ports + 10000 (SeaweedFS convention); WebDAV, Iceberg and
     Lance endpoints are switched off; the admin UI is bound to loopback. The volume
     count is set explicitly: the automatic one depends on free disk and can be too small
-    for one volume per bucket. Disk exhaustion is still guarded by SeaweedFS's
-    ``-volume.minFreeSpace`` (1 %), which turns volumes read-only.
+    for one volume per bucket. SeaweedFS refuses writes when less than 1 % of its disk is
+    free, so the start checks free space first (:func:`check_disk_space`).
     """
     data_dir = settings.home / "seaweedfs"
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -96,6 +118,7 @@ def seaweedfs_spec(settings: Settings) -> ServiceSpec:
         url=url,
         login="S3 keys: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY in $CLEARMARK_HOME/stack.env",
         startup_timeout=60,
+        preflight=partial(check_disk_space, data_dir),
     )
 
 
@@ -233,6 +256,8 @@ class ProcessManager:
                 f"Something else already answers on {spec.url} ({spec.name}'s port). Stop it, or choose another port "
                 f"(see `clearmark stack status` and CLEARMARK_*_PORT in .env.example)."
             )
+        if spec.preflight is not None:
+            spec.preflight()
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.log_file(spec.name), "ab")  # noqa: SIM115 - handed to the child
