@@ -73,3 +73,15 @@ def test_geometry_moves_mask_with_image() -> None:
     for _ in range(5):
         out = pipeline(image=image, mask=mask)
         assert np.array_equal(out["image"][..., 0] > 127, out["mask"] > 0)
+
+
+def test_training_scale_is_the_median_long_side_rounded_up_to_32(synth_folder: Path) -> None:
+    import pandas as pd
+
+    from clearmark.model.train import training_scale
+
+    # Long sides 640, 1000, 900: the median, 900, rounds up to 928.
+    assert training_scale(pd.DataFrame({"width": [640, 1000, 300], "height": [480, 700, 900]})) == 928
+    assert training_scale(pd.DataFrame({"width": [], "height": []})) is None
+    data = load_training_data(load_settings(home=synth_folder.parent / "home"), "synthetic", data_dir=synth_folder)
+    assert training_scale(data.split("train")) == 64

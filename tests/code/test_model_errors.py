@@ -54,6 +54,7 @@ def test_cli_reports_the_error_without_a_traceback(tmp_path: Path, monkeypatch: 
         (TrainConfig(learning_rate=0.0), "learning_rate must be positive"),
         (TrainConfig(resume=Path("/nonexistent/last.pt")), "does not exist"),
         (TrainConfig(encoder="nope"), "Unknown encoder"),
+        (TrainConfig(detect_side=16), "detect_side must be 0"),
     ],
 )
 def test_invalid_training_config_is_refused(config: TrainConfig, message: str) -> None:

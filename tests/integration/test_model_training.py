@@ -58,6 +58,7 @@ def test_cli_trains_logs_to_mlflow_and_pyfunc_loads_at_any_size(settings: Settin
     assert len(calibrated) == 1 and 0.2 <= calibrated[0].value <= 0.8
     exported = json.loads(Path(client.download_artifacts(run.info.run_id, "export/config.json")).read_text())
     assert exported["threshold"] == pytest.approx(calibrated[0].value)
+    assert exported["detect_side"] == 64  # the training images' long side: removal downscales photos to it
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)} | {a.path for a in client.list_artifacts(run.info.run_id, "export")}
     assert {"config", "export/model.safetensors", "export/config.json", "export/MODEL_CARD.md", "export/metrics.json"} <= artifacts
     images = {a.path for a in client.list_artifacts(run.info.run_id, "images")} | {a.path for a in client.list_artifacts(run.info.run_id, "samples")}

@@ -41,6 +41,10 @@ def train_command(
     encoder: Annotated[str, typer.Option(help=ENCODER_HELP)] = "mit_b0",
     decoder_channels: Annotated[str | None, typer.Option(help="Five comma-separated U-Net decoder widths, e.g. 128,64,32,16,16.")] = None,
     image_size: Annotated[int, typer.Option(help="Training crop side in pixels (multiple of 32).")] = 256,
+    detect_side: Annotated[
+        int | None,
+        typer.Option(min=0, help="Long side removal downscales photos to before detecting (default: the training images' median long side; 0: native)."),
+    ] = None,
     epochs: Annotated[int, typer.Option(min=1)] = 20,
     batch_size: Annotated[int, typer.Option(min=1)] = 8,
     learning_rate: Annotated[float, typer.Option(min=0.0)] = 1e-3,
@@ -77,6 +81,7 @@ def train_command(
         encoder=encoder,
         decoder_channels=[int(c) for c in decoder_channels.split(",")] if decoder_channels else None,
         image_size=image_size,
+        detect_side=detect_side,
         epochs=epochs,
         batch_size=batch_size,
         learning_rate=learning_rate,

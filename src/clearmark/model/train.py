@@ -13,12 +13,15 @@ import os
 import platform
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from clearmark.model.detector import PAD_MULTIPLE
+
 if TYPE_CHECKING:
     import numpy as np
+    import pandas as pd
     import torch
 
     from clearmark.model.data import TrainingData
@@ -52,6 +55,10 @@ class TrainConfig:
     patience: int = 5  # epochs without a better validation IoU before stopping
     max_minutes: float | None = None  # stop after the epoch that passes this much training time
     threshold: float = 0.5
+    # Long side removal downscales photos to (DetectorConfig.detect_side). None: the training
+    # images' median long side, the scale the native-resolution crops showed watermarks at;
+    # 0: native resolution.
+    detect_side: int | None = None
     resume: Path | None = None  # a last.pt written by an earlier run
     num_workers: int | None = None  # None: 0 on CPU (cores are for compute), 4 on GPU
     encoder_weights: Path | None = None  # local pretrained encoder weights
@@ -72,6 +79,8 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "patience", "max_val_images"):
             if getattr(self, name) < 1:
                 raise TrainingError(f"{name} must be at least 1, got {getattr(self, name)}.")
+        if self.detect_side is not None and self.detect_side != 0 and self.detect_side < PAD_MULTIPLE:
+            raise TrainingError(f"detect_side must be 0 (native resolution) or at least {PAD_MULTIPLE} px, got {self.detect_side}.")
         if self.max_minutes is not None and not self.max_minutes > 0:
             raise TrainingError(f"max_minutes must be positive, got {self.max_minutes}.")
         if not self.learning_rate > 0:
@@ -256,6 +265,20 @@ def _start_from_detector(network: torch.nn.Module, config: DetectorConfig, sourc
     network.load_state_dict(start.network.state_dict())
 
 
+def training_scale(rows: pd.DataFrame) -> int | None:
+    """Median long side of the training images, rounded up to a multiple of 32 (None: no sizes).
+
+    Training crops keep the native resolution, so this is the scale the network learnt
+    watermarks at; removal downscales larger photos to it.
+    """
+    import numpy as np
+
+    if rows.empty or not {"width", "height"} <= set(rows.columns):
+        return None
+    side = float(np.median(np.maximum(rows["width"].to_numpy(), rows["height"].to_numpy())))
+    return int(-(-side // PAD_MULTIPLE) * PAD_MULTIPLE)
+
+
 def train(settings: Settings, config: TrainConfig) -> dict[str, Any]:
     """Train, validate each epoch, keep the best checkpoint by validation IoU, log to MLflow.
 
@@ -268,8 +291,8 @@ def train(settings: Settings, config: TrainConfig) -> dict[str, Any]:
     from torch.utils.data import DataLoader
     from torch.utils.data.distributed import DistributedSampler
 
-    from clearmark.model.data import PairDataset, iter_pairs, load_training_data, train_augmentations
     from clearmark.model.calibrate import calibrate_detector
+    from clearmark.model.data import PairDataset, iter_pairs, load_training_data, train_augmentations
     from clearmark.model.detector import Detector, build_network, load_detector, save_detector
     from clearmark.model.evaluate import evaluate_pairs
     from clearmark.model.registry import MODEL_URI_TAG, check_mlflow, log_detector_model, use_tracking_server
@@ -283,7 +306,8 @@ def train(settings: Settings, config: TrainConfig) -> dict[str, Any]:
 
     data = load_training_data(settings, config.dataset, config.dataset_version, config.data_dir)
     train_rows, val_rows = data.split("train"), data.split("val").head(config.max_val_images)
-    detector_config = config.detector_config()
+    side = config.detect_side if config.detect_side is not None else training_scale(train_rows)
+    detector_config = replace(config.detector_config(), detect_side=side or None)
     network = build_network(detector_config, config.encoder_weights)
     if config.init_from is not None:
         _start_from_detector(network, detector_config, config.init_from, settings)
