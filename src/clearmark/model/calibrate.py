@@ -42,11 +42,12 @@ def calibrate_threshold(
     closest to the detector's current one.
     """
     from clearmark.progress import progress_bar
+    from clearmark.removal.detection import scored_probabilities
 
     counts = {t: PixelCounts() for t in candidates}
     seen = 0
     for _, image, mask in progress_bar(pairs, desc="calibrate", unit="img", disable=not progress):
-        probabilities = detector.predict_proba(image[None])[0]
+        probabilities = scored_probabilities(detector, image)
         for threshold in candidates:
             counts[threshold] += PixelCounts.from_masks(probabilities > threshold, mask)
         seen += 1

@@ -216,10 +216,6 @@ class Detector:
         x = torch.from_numpy(batch).to(self.device).permute(0, 3, 1, 2).float().div_(255.0).sub_(mean).div_(std)
         return F.pad(x, (0, _pad_amount(width), 0, _pad_amount(height)), mode="replicate")
 
-    def predict_mask(self, batch: np.ndarray) -> np.ndarray:
-        """N x H x W bool masks: probabilities above the configured threshold."""
-        return self.predict_proba(batch) > self.config.threshold
-
 
 def _model_card(config: DetectorConfig, metrics: dict[str, Any], data_version: str | None, weights_sha256: str) -> str:
     """Markdown model card: what the model is, how good it is, what it is not for."""

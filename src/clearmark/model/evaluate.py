@@ -17,18 +17,21 @@ if TYPE_CHECKING:
 
 
 def evaluate_pairs(detector: Detector, pairs: Iterable[tuple[str, np.ndarray, np.ndarray]], *, progress: bool = True, total: int | None = None) -> dict[str, Any]:
-    """Report over (id, RGB, mask) pairs, each predicted at its own size.
+    """Report over (id, RGB, mask) pairs, each scored at its own size.
 
-    Aggregate metrics sum the confusion counts over all pixels of all images (large
-    and small watermarks weigh by their pixels); the per-image IoU distribution shows
-    how uneven the detector is.
+    The detector sees each image as removal does (at its working size, see
+    :func:`clearmark.removal.detection.scored_probabilities`), without the mask dilation
+    that only serves inpainting. Aggregate metrics sum the confusion counts over all
+    pixels of all images (large and small watermarks weigh by their pixels); the
+    per-image IoU distribution shows how uneven the detector is.
     """
     from clearmark.progress import progress_bar
+    from clearmark.removal.detection import scored_probabilities
 
     total_counts = PixelCounts()
     per_image: dict[str, float] = {}
     for pair_id, image, mask in progress_bar(pairs, desc="evaluate", unit="img", total=total, disable=not progress):
-        predicted = detector.predict_mask(image[None])[0]
+        predicted = scored_probabilities(detector, image) > detector.config.threshold
         counts = PixelCounts.from_masks(predicted, mask)
         total_counts += counts
         per_image[pair_id] = counts.iou

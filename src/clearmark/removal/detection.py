@@ -130,13 +130,30 @@ def resize_for_detector(rgb: np.ndarray, options: DetectionOptions) -> np.ndarra
     return cv2.resize(rgb, (shape[1], shape[0]), interpolation=cv2.INTER_AREA)
 
 
+def to_image_size(probabilities: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Working-resolution probabilities at ``height x width`` (bilinear)."""
+    import cv2
+
+    if probabilities.shape == (height, width):
+        return probabilities
+    return cv2.resize(probabilities, (width, height), interpolation=cv2.INTER_LINEAR)
+
+
+def scored_probabilities(detector: Detector, rgb: np.ndarray) -> np.ndarray:
+    """One image's H x W probabilities as removal sees it: detected at the detector's working
+    size (``config.detect_side``) and upsampled, in float32. Evaluation and threshold
+    calibration score these, so the gate measures what removal will do."""
+    options = DetectionOptions(detect_side=detector.config.detect_side)
+    probabilities = detector.predict_proba(resize_for_detector(rgb, options)[None])[0]
+    return to_image_size(probabilities, *rgb.shape[:2])
+
+
 def probabilities_to_detection(probabilities: np.ndarray, height: int, width: int, options: DetectionOptions) -> Detection:
     """Upsample working-resolution probabilities to ``height x width`` and make the mask."""
     import cv2
     import numpy as np
 
-    if probabilities.shape != (height, width):
-        probabilities = cv2.resize(probabilities, (width, height), interpolation=cv2.INTER_LINEAR)
+    probabilities = to_image_size(probabilities, height, width)
     hits = probabilities > options.threshold
     share = float(hits.mean())
     if share < options.min_coverage:
