@@ -220,6 +220,20 @@ class ObjectStore:
         except Exception as exc:
             raise self._explain(exc) from exc
 
+    def _embedded_disk_note(self) -> str:
+        """Where the embedded SeaweedFS keeps its data on this machine and that disk is nearly
+        full (the usual cause of its InternalError), a sentence that says so; else ''."""
+        from clearmark.stack.services import StackError, check_disk_space
+
+        data_dir = self.settings.home / "seaweedfs"
+        if not data_dir.is_dir():
+            return ""
+        try:
+            check_disk_space(data_dir)
+        except StackError as exc:
+            return f" {exc}"
+        return ""
+
     def _explain(self, exc: Exception) -> Exception:
         from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
 
@@ -245,9 +259,10 @@ class ObjectStore:
                 return StorageError(f"Bucket missing at {where}: {exc}. `clearmark stack up` creates the buckets.")
             if code == "InternalError":
                 return StorageError(
-                    f"S3 at {where} failed internally, even after retries: {exc}. On the embedded store this most "
-                    "often means no writable volume is left: free disk space or raise CLEARMARK_SEAWEED_MAX_VOLUMES, "
-                    "then `clearmark stack down && clearmark stack up`; its log is $CLEARMARK_HOME/logs/seaweedfs.log."
+                    f"S3 at {where} failed internally, even after retries: {exc}.{self._embedded_disk_note()} On the "
+                    "embedded store this most often means no writable volume is left: free disk space or raise "
+                    "CLEARMARK_SEAWEED_MAX_VOLUMES, then `clearmark stack down && clearmark stack up`; its log is "
+                    "$CLEARMARK_HOME/logs/seaweedfs.log."
                 )
             return exc
         return exc

@@ -92,3 +92,19 @@ def test_internal_store_failure_says_what_to_check(settings: Settings) -> None:
     explained = ObjectStore(settings)._explain(failure)
     assert isinstance(explained, StorageError)
     assert "CLEARMARK_SEAWEED_MAX_VOLUMES" in str(explained) and "seaweedfs.log" in str(explained)
+
+
+def test_internal_store_failure_on_a_nearly_full_embedded_disk_says_so(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+    from types import SimpleNamespace
+
+    from botocore.exceptions import ClientError
+
+    (settings.home / "seaweedfs").mkdir(parents=True)  # the embedded store keeps its data here
+    gib = 1 << 30
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: SimpleNamespace(total=200 * gib, used=199 * gib, free=1 * gib))
+    failure = ClientError({"Error": {"Code": "InternalError", "Message": "We encountered an internal error"}}, "PutObject")
+
+    explained = str(ObjectStore(settings)._explain(failure))
+
+    assert "1.0 GiB free of 200 GiB" in explained and "Free disk space" in explained
