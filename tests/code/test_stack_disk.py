@@ -45,3 +45,18 @@ def test_the_disk_check_passes_with_one_percent_and_headroom_free(tmp_path: Path
     disk_with(monkeypatch, total_gib=100, free_gib=1.99)
     with pytest.raises(StackError):
         spec.preflight()
+
+
+def test_stack_up_on_a_nearly_full_disk_prints_the_advice_without_a_traceback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from clearmark.cli import app
+
+    disk_with(monkeypatch, total_gib=252, free_gib=2)
+
+    result = CliRunner().invoke(app, ["stack", "up", "--no-airflow", "--home", str(tmp_path)])
+
+    assert result.exit_code == 1
+    assert "error: Not enough free disk for SeaweedFS" in result.output and "CLEARMARK_HOME" in result.output
+    assert "Traceback" not in result.output
+    assert not ProcessManager(tmp_path).pid_file("seaweedfs").exists()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import typer
@@ -13,12 +15,27 @@ stack_app = typer.Typer(help="The embedded stack: SeaweedFS (S3), MLflow and Air
 HomeOption = typer.Option(None, "--home", help="State folder (default $CLEARMARK_HOME or ./.clearmark).")
 
 
+@contextmanager
+def _stack_errors() -> Iterator[None]:
+    """A taken port, a full disk or a service that would not start: the advice, not a traceback."""
+    from clearmark.stack.airflow_api import AirflowError
+    from clearmark.stack.services import StackError
+    from clearmark.storage import StorageError
+
+    try:
+        yield
+    except (StackError, StorageError, AirflowError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+
+
 @stack_app.command("up")
 def up_command(home: Path | None = HomeOption, airflow: bool = typer.Option(True, help="Also start Airflow standalone.")) -> None:
     """Start every service that is not running yet; a second `up` is harmless."""
     from clearmark.stack.manager import up
 
-    up(home or default_home(), with_airflow=airflow, echo=typer.echo)
+    with _stack_errors():
+        up(home or default_home(), with_airflow=airflow, echo=typer.echo)
     status_command(home)
 
 
@@ -48,7 +65,8 @@ def demo(
     """Bring the stack up and run the main job: nightly ETL, training with the gate, a sample archive through the inbox."""
     from clearmark.stack.demo import run_demo
 
-    run_demo(home or default_home(), timeout=timeout, echo=typer.echo)
+    with _stack_errors():
+        run_demo(home or default_home(), timeout=timeout, echo=typer.echo)
 
 
 def register(app: typer.Typer) -> None:
