@@ -35,6 +35,15 @@ os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
 os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
 
 
+def pytest_report_header() -> str:
+    """Free disk where the test servers keep their data: SeaweedFS refuses writes below 1 %."""
+    import shutil
+    import tempfile
+
+    usage = shutil.disk_usage(tempfile.gettempdir())
+    return f"disk: {usage.free / 2**30:.1f} GiB free of {usage.total / 2**30:.0f} GiB at {tempfile.gettempdir()}"
+
+
 def _port_free(port: int) -> bool:
     with socket.socket() as sock:
         try:
