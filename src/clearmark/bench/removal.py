@@ -91,22 +91,19 @@ def naive_loop(settings: Settings, source: str, paths: list[Path], out_dir: Path
     engineering rather than a cheaper resolution.  The first image goes through once
     untimed, as the pipeline's warm-up archive does.
     """
-    import cv2
     import numpy as np
     from PIL import Image, ImageOps
 
     from clearmark.model.detector import load_detector
-    from clearmark.removal.detection import DetectionOptions, resize_for_detector
+    from clearmark.removal.detection import full_size_probabilities
     from clearmark.removal.inbox import get_cached_inpainter
 
     detector, inpainter = load_detector(source, settings), get_cached_inpainter(settings, "telea")
-    working_size = DetectionOptions(detect_side=detect_side)
     out_dir.mkdir(parents=True, exist_ok=True)
 
     def clean(path: Path) -> None:
         rgb = np.array(ImageOps.exif_transpose(Image.open(path)).convert("RGB"))
-        probabilities = detector.predict_proba(resize_for_detector(rgb, working_size)[None])[0]
-        mask = (cv2.resize(probabilities, rgb.shape[1::-1]) > detector.config.threshold).astype(np.uint8) * 255
+        mask = (full_size_probabilities(detector, rgb, detect_side) > detector.config.threshold).astype(np.uint8) * 255
         Image.fromarray(inpainter.inpaint(rgb, mask)).save(out_dir / path.name, "JPEG", quality=JPEG_QUALITY)
 
     clean(paths[0])

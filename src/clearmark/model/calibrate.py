@@ -42,12 +42,12 @@ def calibrate_threshold(
     closest to the detector's current one.
     """
     from clearmark.progress import progress_bar
-    from clearmark.removal.detection import scored_probabilities
+    from clearmark.removal.detection import full_size_probabilities
 
     counts = {t: PixelCounts() for t in candidates}
     seen = 0
     for _, image, mask in progress_bar(pairs, desc="calibrate", unit="img", disable=not progress):
-        probabilities = scored_probabilities(detector, image)
+        probabilities = full_size_probabilities(detector, image, detector.config.detect_side)
         for threshold in candidates:
             counts[threshold] += PixelCounts.from_masks(probabilities > threshold, mask)
         seen += 1

@@ -20,18 +20,18 @@ def evaluate_pairs(detector: Detector, pairs: Iterable[tuple[str, np.ndarray, np
     """Report over (id, RGB, mask) pairs, each scored at its own size.
 
     The detector sees each image as removal does (at its working size, see
-    :func:`clearmark.removal.detection.scored_probabilities`), without the mask dilation
+    :func:`clearmark.removal.detection.full_size_probabilities`), without the mask dilation
     that only serves inpainting. Aggregate metrics sum the confusion counts over all
     pixels of all images (large and small watermarks weigh by their pixels); the
     per-image IoU distribution shows how uneven the detector is.
     """
     from clearmark.progress import progress_bar
-    from clearmark.removal.detection import scored_probabilities
+    from clearmark.removal.detection import full_size_probabilities
 
     total_counts = PixelCounts()
     per_image: dict[str, float] = {}
     for pair_id, image, mask in progress_bar(pairs, desc="evaluate", unit="img", total=total, disable=not progress):
-        predicted = scored_probabilities(detector, image) > detector.config.threshold
+        predicted = full_size_probabilities(detector, image, detector.config.detect_side) > detector.config.threshold
         counts = PixelCounts.from_masks(predicted, mask)
         total_counts += counts
         per_image[pair_id] = counts.iou

@@ -9,6 +9,7 @@ never into the repository.
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import random
@@ -276,7 +277,7 @@ def training_scale(rows: pd.DataFrame) -> int | None:
     if rows.empty or not {"width", "height"} <= set(rows.columns):
         return None
     side = float(np.median(np.maximum(rows["width"].to_numpy(), rows["height"].to_numpy())))
-    return int(-(-side // PAD_MULTIPLE) * PAD_MULTIPLE)
+    return math.ceil(side / PAD_MULTIPLE) * PAD_MULTIPLE
 
 
 def train(settings: Settings, config: TrainConfig) -> dict[str, Any]:

@@ -139,11 +139,12 @@ def to_image_size(probabilities: np.ndarray, height: int, width: int) -> np.ndar
     return cv2.resize(probabilities, (width, height), interpolation=cv2.INTER_LINEAR)
 
 
-def scored_probabilities(detector: Detector, rgb: np.ndarray) -> np.ndarray:
-    """One image's H x W probabilities as removal sees it: detected at the detector's working
-    size (``config.detect_side``) and upsampled, in float32. Evaluation and threshold
-    calibration score these, so the gate measures what removal will do."""
-    options = DetectionOptions(detect_side=detector.config.detect_side)
+def full_size_probabilities(detector: Detector, rgb: np.ndarray, detect_side: int | None) -> np.ndarray:
+    """One image's H x W probabilities, detected at the working size ``detect_side`` (None:
+    native) and upsampled, in float32 and the network's default layout. Evaluation and
+    threshold calibration score these at the detector's own ``config.detect_side``, so the
+    gate measures what removal will do."""
+    options = DetectionOptions(detect_side=detect_side)
     probabilities = detector.predict_proba(resize_for_detector(rgb, options)[None])[0]
     return to_image_size(probabilities, *rgb.shape[:2])
 
