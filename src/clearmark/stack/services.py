@@ -251,13 +251,13 @@ class ProcessManager:
         pid = self.running_pid(spec.name)
         if pid is not None:
             return pid
+        if spec.preflight is not None:  # this machine's own conditions first, then the network
+            spec.preflight()
         if http_ok(spec.health_url):
             raise StackError(
                 f"Something else already answers on {spec.url} ({spec.name}'s port). Stop it, or choose another port "
                 f"(see `clearmark stack status` and CLEARMARK_*_PORT in .env.example)."
             )
-        if spec.preflight is not None:
-            spec.preflight()
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.log_file(spec.name), "ab")  # noqa: SIM115 - handed to the child
