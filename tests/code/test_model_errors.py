@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import socket
 import time
 from pathlib import Path
@@ -11,6 +12,7 @@ import torch
 from typer.testing import CliRunner
 
 from clearmark.cli import app
+from clearmark.model.cli import parse_detect_side
 from clearmark.model.registry import MlflowUnavailableError, check_mlflow
 from clearmark.model.train import TrainConfig, TrainingError, _is_out_of_memory, train
 from clearmark.settings import load_settings
@@ -60,6 +62,19 @@ def test_cli_reports_the_error_without_a_traceback(tmp_path: Path, monkeypatch: 
 def test_invalid_training_config_is_refused(config: TrainConfig, message: str) -> None:
     with pytest.raises(Exception, match=message):
         config.validate()
+
+
+def test_detect_side_option_takes_auto_native_or_pixels() -> None:
+    assert [parse_detect_side(v) for v in ("auto", "AUTO", "0", "384")] == [None, None, 0, 384]
+    with pytest.raises(ValueError, match="auto, 0"):
+        parse_detect_side("large")
+
+
+@pytest.mark.parametrize(("value", "message"), [("large", "--detect-side must be auto, 0"), ("16", "detect_side must be 0 .* or at least 32")])
+def test_cli_refuses_a_bad_detect_side_before_any_work(value: str, message: str, tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["train", "--data-dir", str(tmp_path), "--detect-side", value])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert re.search(message, result.output), result.output
 
 
 def test_out_of_memory_is_recognised_on_gpu_and_cpu() -> None:

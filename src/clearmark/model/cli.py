@@ -33,6 +33,16 @@ def _limit_threads(threads: int | None) -> None:
         torch.set_num_threads(threads)
 
 
+def parse_detect_side(value: str) -> int | None:
+    """``--detect-side``: ``auto`` -> None (taken from the training data), else a whole number of pixels (0: native)."""
+    if value.strip().lower() == "auto":
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"--detect-side must be auto, 0 (native resolution) or a number of pixels, got {value!r}.") from None
+
+
 def train_command(
     dataset: Annotated[str | None, typer.Option(help="Curated dataset name (default: settings.dataset).")] = None,
     dataset_version: Annotated[str | None, typer.Option(help="Published version (default: the latest).")] = None,
@@ -42,9 +52,9 @@ def train_command(
     decoder_channels: Annotated[str | None, typer.Option(help="Five comma-separated U-Net decoder widths, e.g. 128,64,32,16,16.")] = None,
     image_size: Annotated[int, typer.Option(help="Training crop side in pixels (multiple of 32).")] = 256,
     detect_side: Annotated[
-        int | None,
-        typer.Option(min=0, help="Long side removal downscales photos to before detecting (default: the training images' median long side; 0: native)."),
-    ] = None,
+        str,
+        typer.Option(help="Long side removal downscales photos to before detecting: auto (the training images' median long side), 0 (native) or pixels."),
+    ] = "auto",
     epochs: Annotated[int, typer.Option(min=1)] = 20,
     batch_size: Annotated[int, typer.Option(min=1)] = 8,
     learning_rate: Annotated[float, typer.Option(min=0.0)] = 1e-3,
@@ -72,6 +82,10 @@ def train_command(
     _limit_threads(threads)
     if scheduler not in ("onecycle", "cosine"):
         raise _fail(ValueError(f"--scheduler must be onecycle or cosine, got {scheduler!r}."))
+    try:
+        side = parse_detect_side(detect_side)
+    except ValueError as exc:
+        raise _fail(exc) from exc
     chosen_scheduler: Literal["onecycle", "cosine"] = "onecycle" if scheduler == "onecycle" else "cosine"
     config = TrainConfig(
         dataset=dataset,
@@ -81,7 +95,7 @@ def train_command(
         encoder=encoder,
         decoder_channels=[int(c) for c in decoder_channels.split(",")] if decoder_channels else None,
         image_size=image_size,
-        detect_side=detect_side,
+        detect_side=side,
         epochs=epochs,
         batch_size=batch_size,
         learning_rate=learning_rate,
