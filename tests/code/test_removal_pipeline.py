@@ -160,6 +160,28 @@ def test_several_detector_threads_give_the_same_archive_and_leave_torch_threads_
     assert [status for _, status, _ in results[3][1]].count("cleaned") == 14
 
 
+@pytest.mark.parametrize(("name", "expected"), [("telea", 4), ("diffusers", 1)])
+def test_opencv_inpainting_runs_on_one_thread_per_core_and_diffusers_on_one(tmp_path, detector, inpainter, monkeypatch, name, expected):
+    """Inpainting is the slowest CPU stage: a fixed two threads would cap a GPU's throughput."""
+    import threading
+
+    monkeypatch.setattr("clearmark.removal.pipeline.usable_cores", lambda: 4)
+    seen: set[str] = set()
+
+    class Recording:
+        def inpaint(self, rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
+            seen.update(t.name for t in threading.enumerate() if t.name.startswith("removal-finish"))
+            return inpainter.inpaint(rgb, mask)
+
+    recording = Recording()
+    recording.name = name
+    members = {f"img{i:02d}.png": encode(watermarked_rgb(64, 64, i), "PNG") for i in range(8)}
+    source = _write_input(tmp_path, "zip", members)
+    report = remove_watermarks(source, tmp_path / "out.zip", detector=detector, inpainter=recording, options=OPTIONS, progress=False).report
+    assert [r.status for r in report.rows].count("cleaned") == 8
+    assert len(seen) == expected
+
+
 def test_in_native_mode_large_images_are_tiled_at_full_resolution(detector):
     options = DetectionOptions(threshold=0.5, dilate_px=0, detect_side=None, tile_above=150, tile_side=64, batch_size=4)
     images = [watermarked_rgb(300, 220, 1), watermarked_rgb(64, 64, 2), clean_rgb(64, 64, 3), watermarked_rgb(90, 120, 4)]

@@ -63,15 +63,18 @@ class DetectionOptions:
         )
 
 
-def default_detect_workers(detector: Detector) -> int:
-    """One detector thread per usable CPU core on CPU; one on a GPU, which batches instead."""
+def usable_cores() -> int:
+    """The CPU cores this process may use (Linux: its affinity, which containers and taskset narrow)."""
     import os
 
-    if detector.device.type != "cpu":
-        return 1
-    if hasattr(os, "sched_getaffinity"):  # Linux: the cores this process may use (containers, taskset)
+    if hasattr(os, "sched_getaffinity"):
         return max(1, len(os.sched_getaffinity(0)))
     return os.cpu_count() or 1
+
+
+def default_detect_workers(detector: Detector) -> int:
+    """One detector thread per usable CPU core on CPU; one on a GPU, which batches instead."""
+    return usable_cores() if detector.device.type == "cpu" else 1
 
 
 @dataclass
