@@ -34,6 +34,7 @@ def test_smoke_profile_writes_every_figure_with_its_in_run_baseline(settings: Se
     for archive in removal["archives"].values():
         assert archive["counts"]["cleaned"] + archive["counts"]["unchanged_no_watermark"] == archive["images"]
         assert archive["speedup_vs_naive"] == round(archive["images_per_s"] / removal["naive"]["images_per_s"], 2)
+        assert set(archive["stage_ms"]) == {"decode", "detect", "inpaint", "encode"} and archive["stage_ms"]["detect"] > 0
     assert removal["archives"]["24"]["model_version"] == figures["removal"]["archives"]["8"]["model_version"]
 
     latency = figures["detection"]["latency"]

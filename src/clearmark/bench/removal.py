@@ -7,7 +7,9 @@
   load it, predict on it alone in float32 (at the pipeline's working size), inpaint, save.
   It runs before and after the archives, and the ratios use the faster of the two runs,
   so a noisy neighbour during one of them cannot flatter the pipeline;
-* **peak RSS** of this process during each archive (sampled every 20 ms).
+* **peak RSS** of this process during each archive (sampled every 20 ms);
+* **stage times**: the mean time per image inside each pipeline stage, from the outbox
+  report, which names the stage that bounds throughput.
 
 The large archive repeats the distinct images under new names, so building it costs no
 generation time while every member is still decoded, detected, inpainted and encoded.
@@ -15,6 +17,7 @@ generation time while every member is still decoded, detected, inpainted and enc
 
 from __future__ import annotations
 
+import json
 import time
 import zipfile
 from pathlib import Path
@@ -28,6 +31,7 @@ if TYPE_CHECKING:
 IMAGE_SIDE = 512
 JPEG_QUALITY = 90
 WARM_UP_IMAGES = 4  # the untimed archive that warms the worker up
+STAGES = ("decode", "detect", "inpaint", "encode")  # the per-member timings of report.json
 
 
 def build_photos(work: Path, count: int, *, seed: int = 7) -> list[Path]:
@@ -56,6 +60,19 @@ def build_archive(photos: list[Path], images: int, out: Path) -> Path:
     return out
 
 
+def stage_times(report: dict[str, Any]) -> dict[str, float]:
+    """Mean time per image inside each pipeline stage in ms, from a removal's report.json.
+
+    Elapsed time, so it includes waiting for a core.  Stages run in parallel threads, so
+    these add up to more than the wall time per image; the one that bounds throughput is
+    the stage whose threads serve the fewest images/s (threads x 1000 / its ms).
+    """
+    images = [row for row in report["rows"] if row["status"] in ("cleaned", "unchanged_no_watermark")]
+    if not images:
+        raise ValueError("the report has no processed images to time")
+    return {stage: round(sum(row[f"{stage}_ms"] for row in images) / len(images), 2) for stage in STAGES}
+
+
 def end_to_end(settings: Settings, source: str, archive: Path) -> dict[str, Any]:
     """Images/s and peak RSS of one archive through the inbox (``settings``: scratch buckets)."""
     from clearmark.removal.inbox import process_inbox_item
@@ -72,10 +89,13 @@ def end_to_end(settings: Settings, source: str, archive: Path) -> dict[str, Any]
         seconds = time.perf_counter() - started
     if summary.get("status") != "ok":
         raise RuntimeError(f"the benchmark archive did not process cleanly: {summary}")
+    report = json.loads(ObjectStore(settings).get_bytes(settings.outbox_bucket, summary["report_key"]))
     return {
         "images": images,
         "seconds": round(seconds, 2),
         "images_per_s": round(images / seconds, 2),
+        "wall_ms_per_image": round(seconds * 1000 / images, 2),
+        "stage_ms": stage_times(report),
         "peak_rss_mib": rss.mib,
         "counts": summary.get("counts"),
         "model_version": summary.get("model_version"),

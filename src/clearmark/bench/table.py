@@ -30,6 +30,13 @@ def _removal_rows(removal: dict[str, Any], gpu: bool) -> list[Row]:
     sizes = list(removal["archives"])
     small, large = removal["archives"][sizes[0]], removal["archives"][sizes[-1]]
     rows.append((
+        f"removal stages, {sizes[-1]}-image archive: ms per image inside each stage (threads overlap), {' / '.join(large['stage_ms'])}",
+        " / ".join(str(ms) for ms in large["stage_ms"].values()) + " ms",
+        f"wall time per image {large['wall_ms_per_image']} ms",
+        "",
+        "",
+    ))  # fmt: skip
+    rows.append((
         f"peak RSS, {sizes[-1]}-image archive",
         f"{large['peak_rss_mib']} MiB",
         f"{sizes[0]}-image archive {small['peak_rss_mib']} MiB",
