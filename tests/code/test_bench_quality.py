@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 from clearmark.bench.quality import (
+    DIFFUSERS_MODEL_MISSING,
     DIFFUSERS_SKIPPED,
     PSNR_CAP_DB,
     measure_quality,
@@ -196,3 +197,11 @@ def test_diffusers_and_other_inpainters_get_their_own_entries(detector: Any, tmp
     assert set(removal["diffusers_predicted_mask"]) == {*SCORES, "seconds"}
     assert removal["diffusers_predicted_mask"]["seconds"] > 0
     assert json.loads(json.dumps(figures, allow_nan=False)) == figures
+
+
+def test_a_missing_diffusers_model_skips_only_that_figure(detector: Any, tmp_path: Path) -> None:
+    """The GPU profile on a machine without a local Stable Diffusion model keeps every other figure."""
+    settings = Settings(home=tmp_path / "home", diffusers_model_dir=tmp_path / "no-such-model")
+    figures = measure_quality(detector, tmp_path / "work", images=2, size=64, diffusers=True, progress=False, settings=settings)
+    assert figures["removal"]["diffusers_predicted_mask"] == {"skipped": DIFFUSERS_MODEL_MISSING}
+    assert figures["removal"]["telea_predicted_mask"]["seconds"] > 0
