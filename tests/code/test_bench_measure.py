@@ -73,3 +73,24 @@ def test_training_rows_say_not_reached_rather_than_none() -> None:
     assert rows[1][1] == "IoU 0.80: 12.5 min, IoU 0.90: not reached (best 0.85)"
     assert rows[2][1].startswith("IoU 0.80: not reached, IoU 0.90: not reached (best 0.78 in 192.6 min")
     assert "None" not in "".join(cell for row in rows for cell in row)
+
+
+def test_figures_of_finished_sections_are_saved_when_a_later_one_fails(tmp_path, monkeypatch) -> None:
+    import json
+
+    from clearmark.bench.run import PROFILES, run_benchmarks
+    from clearmark.settings import load_settings
+    from tests.support.hostile_archives import tiny_detector_folder
+
+    def broken_training(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise RuntimeError("training section broke")
+
+    monkeypatch.setattr("clearmark.bench.training.measure_training", broken_training)
+    model = tiny_detector_folder(tmp_path / "model", finds_everything=True)
+    settings = load_settings(home=tmp_path / "home")
+    with pytest.raises(RuntimeError, match="training section broke"):
+        run_benchmarks(settings, PROFILES["smoke"], out_dir=tmp_path / "results", model=str(model), sections=("quality", "training"), echo=lambda _: None)
+    [saved] = (tmp_path / "results").glob("*.json")
+    figures = json.loads(saved.read_text())
+    assert "quality" in figures and "training" not in figures
+    assert 0.0 <= figures["quality"]["mask"]["iou"] <= 1.0

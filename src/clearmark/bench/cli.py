@@ -43,7 +43,7 @@ def bench(
     try:
         _, table = run_benchmarks(settings, PROFILES[chosen], out_dir=out_dir, model=model, sections=sections, echo=typer.echo)
     except RuntimeError as exc:
-        typer.secho(f"Benchmark stopped: {exc}", fg=typer.colors.RED, err=True)
+        typer.secho(f"Benchmark stopped: {exc} (the finished sections' figures are in {out_dir})", fg=typer.colors.RED, err=True)
         raise typer.Exit(1) from exc
     typer.echo(table.read_text())
     typer.echo(f"saved: {table.with_suffix('.json')}\n       {table}")

@@ -80,6 +80,7 @@ def run_benchmarks(
     from clearmark.bench.training import measure_training, recorded_baseline_history
     from clearmark.model.detector import load_detector
     from clearmark.removal.inbox import champion_uri, get_detector
+    from clearmark.storage import atomic_write_bytes
 
     if profile.diffusers and not torch.cuda.is_available():
         raise RuntimeError(f"The {profile.name} profile needs a CUDA GPU and none is visible; run the default cpu profile.")
@@ -118,18 +119,22 @@ def run_benchmarks(
             "dag_parse": measure_dag_parse(repeats=profile.dag_parse_repeats),
         },
     }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = out_dir / f"{started_at:%Y-%m-%d}-{figures['machine']['slug']}"
+
+    def save_figures() -> None:
+        atomic_write_bytes(stem.with_suffix(".json"), (json.dumps(figures, indent=2, default=str) + "\n").encode())
+
     for name in sections:
         echo(f"[bench] {name} ...")
         section_started = time.perf_counter()
         figures[name] = steps[name]()
         figures["seconds"][name] = round(time.perf_counter() - section_started, 1)
         echo(f"[bench] {name} done in {figures['seconds'][name]} s")
+        save_figures()  # after every section: a later failure or a killed run keeps these figures
     figures["seconds"]["total"] = round(sum(figures["seconds"].values()), 1)
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    stem = out_dir / f"{started_at:%Y-%m-%d}-{figures['machine']['slug']}"
-    stem.with_suffix(".json").write_text(json.dumps(figures, indent=2, default=str) + "\n")
-    stem.with_suffix(".md").write_text(markdown_table(figures))
+    save_figures()
+    atomic_write_bytes(stem.with_suffix(".md"), markdown_table(figures).encode())
     return figures, stem.with_suffix(".md")
 
 
