@@ -116,6 +116,18 @@ def test_compose_config_is_valid_with_env_example() -> None:
     assert result.returncode == 0, result.stderr
 
 
+def test_gpu_override_gives_the_task_running_containers_the_gpus() -> None:
+    result = run_compose("-f", str(REPO_ROOT / "docker" / "compose.gpu-workers.yaml"), *ALL_PROFILES, "config", "--format", "json")
+    assert result.returncode == 0, result.stderr
+    services = json.loads(result.stdout)["services"]
+    with_gpus = {name for name, service in services.items() if "gpu" in json.dumps(service.get("deploy", {}))}
+    assert with_gpus == {"airflow-scheduler", "airflow-worker"}
+    device = services["airflow-worker"]["deploy"]["resources"]["reservations"]["devices"][0]
+    assert device["driver"] == "nvidia" and device["capabilities"] == ["gpu"]
+    assert services["airflow-worker"]["command"] == ["celery", "worker"]  # the override adds, it replaces nothing
+    assert "gpu" not in json.dumps(resolved_config()["services"]["airflow-worker"].get("deploy", {}))  # the base file stays GPU-free
+
+
 @pytest.mark.parametrize(
     "variable", ["AWS_SECRET_ACCESS_KEY", "POSTGRES_PASSWORD", "AIRFLOW_JWT_SECRET", "MLFLOW_DB_PASSWORD", "CLEARMARK_S3_ENDPOINT_URL"]
 )
