@@ -144,16 +144,36 @@ def test_opencv_inpainters_match_opencv_on_the_whole_image(name: str, flag: int,
     watermarked, mask = photo.copy(), np.zeros((300, 420), np.uint8)
     watermarked[200:, 280:], mask[200:, 280:] = corner, corner_mask
 
-    cleaned = get_inpainter(name, Settings(home=tmp_path), radius=radius).inpaint(watermarked, mask)
+    cleaned = get_inpainter(name, Settings(home=tmp_path), radius=radius, scale=1.0).inpaint(watermarked, mask)
 
     np.testing.assert_array_equal(cleaned, cv2.inpaint(watermarked, mask, radius, flag))
 
 
-def test_telea_radius_is_configurable_and_validated(tmp_path: Path) -> None:
+def test_telea_radius_and_scale_are_configurable_and_validated(tmp_path: Path) -> None:
     settings = Settings(home=tmp_path)
     assert get_inpainter("telea", settings, radius=7).radius == 7
+    assert get_inpainter("telea", settings).scale == 0.5  # half resolution unless asked otherwise
     with pytest.raises(ValueError, match="radius must be positive"):
         get_inpainter("telea", settings, radius=0)
+    for scale in (0, 1.5):
+        with pytest.raises(ValueError, match="scale must be in"):
+            get_inpainter("telea", settings, scale=scale)
+
+
+@pytest.mark.parametrize("name", ["telea", "ns"])
+@pytest.mark.parametrize("scale", [0.5, 0.7, 0.25])
+def test_a_downscaled_fill_takes_no_watermark_colour_and_misses_no_pixel(name: str, scale: float, tmp_path: Path) -> None:
+    """A small pixel is a hole if any pixel under it is: thin strokes are neither lost nor averaged in."""
+    grey = np.full((90, 130, 3), 120, np.uint8)
+    watermarked, mask = grey.copy(), np.zeros((90, 130), np.uint8)
+    rows = np.arange(10, 80)
+    mask[rows, rows + 20] = 255  # a one-pixel diagonal stroke
+    mask[40:43, 90:120] = 255  # and a three-pixel bar
+    watermarked[mask > 0] = 255
+
+    cleaned = get_inpainter(name, Settings(home=tmp_path), scale=scale).inpaint(watermarked, mask)
+
+    assert np.abs(cleaned.astype(int) - 120).max() <= 2  # every white pixel filled with the surroundings
 
 
 @pytest.mark.parametrize(
