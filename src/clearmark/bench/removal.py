@@ -67,7 +67,9 @@ def stage_times(report: dict[str, Any]) -> dict[str, float]:
     these add up to more than the wall time per image; the one that bounds throughput is
     the stage whose threads serve the fewest images/s (threads x 1000 / its ms).
     """
-    images = [row for row in report["rows"] if row["status"] in ("cleaned", "unchanged_no_watermark")]
+    from clearmark.removal.report import PROCESSED
+
+    images = [row for row in report["rows"] if row["status"] in PROCESSED]
     if not images:
         raise ValueError("the report has no processed images to time")
     return {stage: round(sum(row[f"{stage}_ms"] for row in images) / len(images), 2) for stage in STAGES}

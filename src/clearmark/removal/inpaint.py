@@ -185,11 +185,11 @@ class OpenCVInpainter:
         window = np.s_[max(0, top - margin) : bottom + margin, max(0, left - margin) : right + margin]
         hole = fill[window]
         flag = cv2.INPAINT_TELEA if self.method == "telea" else cv2.INPAINT_NS
-        patch, hole_u8 = np.ascontiguousarray(rgb[window]), hole.astype(np.uint8) * 255
+        patch = np.ascontiguousarray(rgb[window])
         height, width = hole.shape
         small = (max(1, round(width * self.scale)), max(1, round(height * self.scale)))
         if small == (width, height):
-            filled = cv2.inpaint(patch, hole_u8, self.radius, flag)
+            filled = cv2.inpaint(patch, hole.astype(np.uint8) * 255, self.radius, flag)
         else:
             # A small pixel is a hole if any pixel under it is: no watermark colour is averaged
             # into the known pixels the fill is estimated from.

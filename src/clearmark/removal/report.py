@@ -12,6 +12,7 @@ from clearmark.storage import atomic_write_bytes
 
 Status = Literal["cleaned", "unchanged_no_watermark", "copied_non_image", "error"]
 STATUSES: tuple[Status, ...] = ("cleaned", "unchanged_no_watermark", "copied_non_image", "error")
+PROCESSED: tuple[Status, ...] = ("cleaned", "unchanged_no_watermark")  # images that went through detection
 
 
 @dataclass
@@ -58,7 +59,7 @@ class RemovalReport:
 
     @property
     def images_per_s(self) -> float:
-        images = sum(1 for r in self.rows if r.status in ("cleaned", "unchanged_no_watermark"))
+        images = sum(1 for r in self.rows if r.status in PROCESSED)
         return images / self.duration_s if self.duration_s else 0.0
 
     @property
