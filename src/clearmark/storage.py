@@ -17,10 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-from clearmark.settings import Settings, get_settings
+from clearmark.diskspace import DiskSpaceError, check_disk_space
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
+
+    from clearmark.settings import Settings
 
 SHA256_META = "sha256"  # user metadata key holding the content hash of every object we write
 CHUNK = 8 * 1024 * 1024
@@ -62,12 +64,12 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 class ObjectStore:
     """Thin, typed wrapper over a boto3 S3 client with the conventions clearmark needs."""
 
-    def __init__(self, settings: Settings | None = None, client: S3Client | None = None) -> None:
+    def __init__(self, settings: Settings, client: S3Client | None = None) -> None:
         import boto3
         from boto3.s3.transfer import TransferConfig
         from botocore.config import Config
 
-        self.settings = settings or get_settings()
+        self.settings = settings
         self.client: S3Client = client or boto3.client(
             "s3",
             config=Config(
@@ -223,14 +225,12 @@ class ObjectStore:
     def _embedded_disk_note(self) -> str:
         """Where the embedded SeaweedFS keeps its data on this machine and that disk is nearly
         full (the usual cause of its InternalError), a sentence that says so; else ''."""
-        from clearmark.stack.services import StackError, check_disk_space
-
         data_dir = self.settings.home / "seaweedfs"
         if not data_dir.is_dir():
             return ""
         try:
             check_disk_space(data_dir)
-        except StackError as exc:
+        except DiskSpaceError as exc:
             return f" {exc}"
         return ""
 

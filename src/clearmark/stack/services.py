@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
+from clearmark.diskspace import DiskSpaceError, check_disk_space
 from clearmark.settings import REPO_ROOT, Settings
 
 
@@ -55,23 +56,12 @@ def venv_bin(name: str) -> str:
     return found
 
 
-# SeaweedFS's volume server turns every volume read-only once less than 1 % of its disk is free
-# (`weed mini` has no flag for it); writes then fail only after minutes of retries.
-SEAWEED_MIN_FREE_FRACTION = 0.01
-DISK_HEADROOM_BYTES = 1 << 30  # room for the data a run writes before the threshold bites
-
-
-def check_disk_space(data_dir: Path) -> None:
-    """Raise :class:`StackError` unless SeaweedFS would accept writes in ``data_dir`` with headroom."""
-    usage = shutil.disk_usage(data_dir)
-    needed = usage.total * SEAWEED_MIN_FREE_FRACTION + DISK_HEADROOM_BYTES
-    if usage.free < needed:
-        gib = 1 << 30
-        raise StackError(
-            f"Not enough free disk for SeaweedFS in {data_dir}: {usage.free / gib:.1f} GiB free of {usage.total / gib:.0f} GiB, "
-            f"it needs {needed / gib:.1f} GiB (SeaweedFS refuses every write once less than 1 % of the disk is free, plus 1 GiB "
-            f"of headroom). Free disk space, or set CLEARMARK_HOME to a directory on a disk with more room."
-        )
+def check_seaweed_disk(data_dir: Path) -> None:
+    """:func:`check_disk_space` raising :class:`StackError`, which the stack CLI prints as advice."""
+    try:
+        check_disk_space(data_dir)
+    except DiskSpaceError as exc:
+        raise StackError(str(exc)) from None
 
 
 def s3_credentials_env(settings: Settings) -> dict[str, str]:
@@ -90,7 +80,7 @@ def seaweedfs_spec(settings: Settings) -> ServiceSpec:
     Lance endpoints are switched off; the admin UI is bound to loopback. The volume
     count is set explicitly: the automatic one depends on free disk and can be too small
     for one volume per bucket. SeaweedFS refuses writes when less than 1 % of its disk is
-    free, so the start checks free space first (:func:`check_disk_space`).
+    free, so the start checks free space first (:func:`check_seaweed_disk`).
     """
     data_dir = settings.home / "seaweedfs"
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -118,7 +108,7 @@ def seaweedfs_spec(settings: Settings) -> ServiceSpec:
         url=url,
         login="S3 keys: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY in $CLEARMARK_HOME/stack.env",
         startup_timeout=60,
-        preflight=partial(check_disk_space, data_dir),
+        preflight=partial(check_seaweed_disk, data_dir),
     )
 
 
