@@ -10,12 +10,14 @@ import pytest
 from PIL import Image, ImageCms, ImageOps
 from PIL.PngImagePlugin import PngInfo
 
+from clearmark.data.images import IMAGE_SUFFIXES
 from clearmark.removal.imageio import (
     DecodedImage,
     ImageDecodeError,
     decode_image,
     encode_image,
     from_upright,
+    is_image_name,
     merge_cleaned,
     to_upright,
 )
@@ -186,3 +188,13 @@ def test_unsupported_or_broken_inputs_raise_clear_errors():
         decode_image(_save(Image.fromarray(clean_rgb(100, 100)), "PNG"), max_pixels=5_000)
     with pytest.raises(ImageDecodeError, match="not a readable image"):
         decode_image(b"hello", max_pixels=MAX_PIXELS)
+
+
+@pytest.mark.parametrize("suffix", sorted(IMAGE_SUFFIXES))
+def test_every_image_suffix_round_trips_through_removal_in_its_own_format(suffix: str) -> None:
+    """The one suffix set (sources, training and removal) holds only formats removal writes back."""
+    Image.init()
+    fmt = Image.EXTENSION[suffix]
+    decoded, out = _round_trip(_save(Image.fromarray(clean_rgb()), fmt))
+    assert out.format == decoded.format == fmt
+    assert is_image_name(f"photos/a{suffix.upper()}")

@@ -32,11 +32,12 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from clearmark.data.images import IMAGE_SUFFIXES
+
 if TYPE_CHECKING:
     from clearmark.settings import Settings
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]*$"
-IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
 VARIANT_SUFFIX = re.compile(r"_v\d+$", re.IGNORECASE)
 CLEAN_SUFFIX = "_clean"
 YoloBox = tuple[int, float, float, float, float]

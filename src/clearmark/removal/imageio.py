@@ -25,11 +25,12 @@ import zlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from clearmark.data.images import IMAGE_SUFFIXES
+
 if TYPE_CHECKING:
     import numpy as np
     from PIL import Image
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".tif", ".tiff", ".bmp", ".dib"})
 # PIL format names we clean; MPO is a multi-picture JPEG (camera files), written as JPEG.
 SUPPORTED_FORMATS = frozenset({"JPEG", "MPO", "PNG", "WEBP", "TIFF", "BMP"})
 # PNG ancillary chunks that describe colour, resolution, text or EXIF and stay valid
