@@ -8,7 +8,8 @@ import zipfile
 
 import pytest
 
-from clearmark.removal.archive import ArchiveError, ArchiveReader, ArchiveWriter, detect_kind, kind_from_name, safe_relative_path
+from clearmark.removal.archive import ArchiveError, ArchiveReader, ArchiveWriter, Limits, detect_kind, kind_from_name, safe_relative_path
+from clearmark.settings import Settings
 
 
 @pytest.mark.parametrize(
@@ -76,3 +77,8 @@ def test_duplicate_members_keep_only_the_first(tmp_path):
         first, second = reader.members
         assert first.error is None and first.open().read() == b"first"
         assert second.error and "duplicate path" in second.error
+
+
+def test_limits_default_to_the_settings_defaults():
+    """A library caller without settings gets the same caps as the CLI and the inbox."""
+    assert Limits() == Limits.from_settings(Settings.model_construct())

@@ -25,10 +25,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Literal
+from typing import IO, Any, Literal
 
-if TYPE_CHECKING:
-    from clearmark.settings import Settings
+from clearmark.settings import Settings
 
 ArchiveKind = Literal["folder", "zip", "tar", "tar.gz"]
 
@@ -45,14 +44,18 @@ class ArchiveError(ValueError):
     """The archive as a whole cannot be processed safely; the message says why and what to do."""
 
 
+def _setting_default(name: str) -> Any:
+    return Settings.model_fields[name].default
+
+
 @dataclass(frozen=True)
 class Limits:
-    """Caps that stop hostile or runaway archives before anything is extracted."""
+    """Caps that stop hostile or runaway archives before anything is extracted (defaults: the settings')."""
 
-    max_total_bytes: int = 20 * 1024**3
-    max_members: int = 100_000
-    max_ratio: float = 200.0
-    max_image_pixels: int = 50_000_000
+    max_total_bytes: int = _setting_default("removal_max_total_bytes")
+    max_members: int = _setting_default("removal_max_members")
+    max_ratio: float = _setting_default("removal_max_ratio")
+    max_image_pixels: int = _setting_default("max_image_pixels")
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Limits:
