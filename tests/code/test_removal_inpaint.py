@@ -87,6 +87,8 @@ def test_registered_inpainter_is_built_with_settings_and_options(tmp_path: Path,
     monkeypatch.setattr(inpaint, "_REGISTRY", dict(inpaint._REGISTRY))
 
     class Flat:
+        thread_safe = True
+
         def __init__(self, value: int) -> None:
             self.name = "flat"
             self.value = value
@@ -274,3 +276,9 @@ def test_diffusers_rejects_a_folder_that_is_not_a_pipeline(tmp_path: Path) -> No
     (not_a_model / "model.safetensors").write_bytes(b"")
     with pytest.raises(DiffusersModelNotFoundError, match="no model_index.json"):
         get_inpainter("diffusers", Settings(home=tmp_path, diffusers_model_dir=not_a_model))
+
+
+def test_opencv_inpainters_may_run_in_parallel_threads_and_diffusers_may_not(tmp_path: Path) -> None:
+    settings = Settings(home=tmp_path)
+    assert get_inpainter("telea", settings).thread_safe and get_inpainter("ns", settings).thread_safe
+    assert inpaint.DiffusersInpainter.thread_safe is False

@@ -160,9 +160,11 @@ def test_several_detector_threads_give_the_same_archive_and_leave_torch_threads_
     assert [status for _, status, _ in results[3][1]].count("cleaned") == 14
 
 
-@pytest.mark.parametrize(("name", "expected"), [("telea", 4), ("diffusers", 1)])
-def test_opencv_inpainting_runs_on_one_thread_per_core_and_diffusers_on_one(tmp_path, detector, inpainter, monkeypatch, name, expected):
-    """Inpainting is the slowest CPU stage: a fixed two threads would cap a GPU's throughput."""
+@pytest.mark.parametrize(("thread_safe", "expected"), [(True, 4), (False, 1)])
+def test_a_thread_safe_inpainter_runs_on_one_thread_per_core_and_another_on_one(tmp_path, detector, inpainter, monkeypatch, thread_safe, expected):
+    """Inpainting is the slowest CPU stage: a fixed two threads would cap a GPU's throughput.
+
+    The inpainter's own ``thread_safe`` decides, whatever its name."""
     import threading
 
     monkeypatch.setattr("clearmark.removal.pipeline.usable_cores", lambda: 4)
@@ -174,7 +176,7 @@ def test_opencv_inpainting_runs_on_one_thread_per_core_and_diffusers_on_one(tmp_
             return inpainter.inpaint(rgb, mask)
 
     recording = Recording()
-    recording.name = name
+    recording.name, recording.thread_safe = "recording", thread_safe
     members = {f"img{i:02d}.png": encode(watermarked_rgb(64, 64, i), "PNG") for i in range(8)}
     source = _write_input(tmp_path, "zip", members)
     report = remove_watermarks(source, tmp_path / "out.zip", detector=detector, inpainter=recording, options=OPTIONS, progress=False).report

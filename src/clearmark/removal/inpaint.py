@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, runtime_checkable
 
 from clearmark.settings import Settings, get_settings
 
@@ -39,9 +39,14 @@ SIZE_MULTIPLE = 8  # Stable Diffusion's VAE downsamples by 8: pipeline sizes mus
 
 @runtime_checkable
 class Inpainter(Protocol):
-    """Fills masked pixels; implementations may add ``inpaint_batch(rgbs, masks)``."""
+    """Fills masked pixels; implementations may add ``inpaint_batch(rgbs, masks)``.
+
+    ``thread_safe``: ``inpaint`` may run in several threads at once (the removal pipeline
+    then gives it one thread per core; otherwise one thread).
+    """
 
     name: str
+    thread_safe: bool
 
     def inpaint(self, rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
         """``rgb`` H x W x 3 uint8, ``mask`` H x W uint8 (0/255) -> H x W x 3 uint8.
@@ -159,6 +164,7 @@ class OpenCVInpainter:
 
     name: str
     method: Literal["telea", "ns"]
+    thread_safe: ClassVar[bool] = True  # cv2.inpaint keeps no state and releases the GIL
     radius: float = 3.0  # neighbourhood (pixels at the working scale) each filled pixel is estimated from
     scale: float = 1.0  # resolution the hole is filled at, as a fraction of the image's
 
@@ -326,6 +332,7 @@ class DiffusersInpainter:
     """
 
     pipeline: Any
+    thread_safe: ClassVar[bool] = False  # one pipeline per process; its scheduler state is shared
     name: str = "diffusers"
     num_inference_steps: int = 25
     guidance_scale: float = 5.0

@@ -382,10 +382,9 @@ def _drive(
     detect_q: queue.Queue[Any] = queue.Queue(depth)
     finish_q: queue.Queue[Any] = queue.Queue(depth)
     write_q: queue.Queue[Any] = queue.Queue(depth)
-    # OpenCV inpainting is thread-safe and the slowest CPU step (about 20 ms per 512 px
-    # image): one thread per core, so a GPU's detector is not left waiting on two.
-    # Diffusers pipelines are not thread-safe.
-    finishers = max(2, usable_cores()) if run.inpainter.name in {"telea", "ns"} else 1
+    # Inpainting is the slowest CPU step (OpenCV: about 20 ms per 512 px image): one thread
+    # per core where the inpainter allows it, so a GPU's detector is not left waiting on two.
+    finishers = max(2, usable_cores()) if run.inpainter.thread_safe else 1
     run.running = {"read": 1, "decode": decoders, "detect": detectors, "finish": finishers}
     features: list[dict[str, float]] = []
     writer = ArchiveWriter(output)
