@@ -96,7 +96,7 @@ def test_folding_batchnorm_keeps_the_predictions_and_removes_every_batchnorm() -
 
 
 def test_removal_workers_get_the_folded_detector_once(network: torch.nn.Module, tmp_path: Path) -> None:
-    from clearmark.removal.inbox import get_detector
+    from clearmark.removal.runner import get_detector
     from clearmark.settings import Settings
 
     folder = save_detector(network, TINY, tmp_path / "det", metrics={}, data_version="local-test")

@@ -116,9 +116,9 @@ def naive_loop(settings: Settings, source: str, paths: list[Path], out_dir: Path
     import numpy as np
     from PIL import Image, ImageOps
 
-    from clearmark.model.detector import load_detector
-    from clearmark.removal.detection import full_size_probabilities
-    from clearmark.removal.inbox import get_cached_inpainter
+    from clearmark.model.inference import full_size_probabilities
+    from clearmark.model.loading import load_detector
+    from clearmark.removal.runner import get_cached_inpainter
 
     detector, inpainter = load_detector(source, settings), get_cached_inpainter(settings, "telea")
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -142,8 +142,8 @@ def measure_removal(
     settings: Settings, source: str, work: Path, *, archive_sizes: tuple[int, ...], distinct: int, naive_images: int
 ) -> dict[str, Any]:
     """End-to-end throughput and peak RSS per archive size, the naive loop, and their ratios."""
-    from clearmark.removal.detection import DetectionOptions
-    from clearmark.removal.inbox import get_detector
+    from clearmark.model.inference import DetectionOptions
+    from clearmark.removal.runner import get_detector
 
     photos = build_photos(work, min(distinct, max(archive_sizes)))
     detector = get_detector(settings, source)  # a warm worker: the load is measured on its own

@@ -78,8 +78,9 @@ def run_benchmarks(
     from clearmark.bench.quality import measure_quality
     from clearmark.bench.removal import build_photos, measure_removal
     from clearmark.bench.training import measure_training, recorded_baseline_history
-    from clearmark.model.detector import load_detector
-    from clearmark.removal.inbox import champion_uri, get_detector
+    from clearmark.model.loading import load_detector
+    from clearmark.model.registry import champion_uri
+    from clearmark.removal.runner import get_detector
     from clearmark.storage import atomic_write_bytes
 
     if profile.diffusers and not torch.cuda.is_available():

@@ -27,8 +27,8 @@ def remove(
     """Detect and inpaint watermarks in every image of INPUT; write OUTPUT plus its report files."""
     from clearmark.model.detector import DetectorError
     from clearmark.removal.archive import ArchiveError
-    from clearmark.removal.inbox import run_removal
     from clearmark.removal.inpaint import DiffusersModelNotFoundError, UnknownInpainterError
+    from clearmark.removal.runner import run_removal
     from clearmark.settings import get_settings
     from clearmark.storage import StorageError
 

@@ -15,17 +15,16 @@ from __future__ import annotations
 
 import json
 import shutil
-import threading
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from clearmark.model.registry import champion_uri
 from clearmark.removal.archive import ArchiveError, Limits, kind_from_name, safe_relative_path
+from clearmark.removal.runner import run_removal
 
 if TYPE_CHECKING:
-    from clearmark.model.detector import Detector
-    from clearmark.removal.inpaint import Inpainter
     from clearmark.removal.pipeline import RemovalOutputs
     from clearmark.settings import Settings
     from clearmark.storage import ObjectStore
@@ -34,82 +33,6 @@ PROCESSED = "processed/"
 FAILED = "failed/"
 READY_MARKER = "_READY"
 INDEX_PREFIX = "removal/index/"
-
-# One detector and one inpainter per worker process, keyed by what identifies them.
-_DETECTORS: dict[tuple[str, ...], Detector] = {}
-_INPAINTERS: dict[str, Inpainter] = {}
-_LOCK = threading.Lock()
-
-
-def champion_uri(settings: Settings) -> str:
-    return f"models:/{settings.registered_model}@champion"
-
-
-def get_detector(settings: Settings, model: str | None = None) -> Detector:
-    """The detector for ``model`` (default: the champion), loaded once per process and version.
-
-    A registry alias is resolved on every call (one cheap registry request), so a newly
-    promoted champion is picked up by the next archive.
-    """
-    from clearmark.model.detector import load_detector, resolve_model_version
-
-    source = model or champion_uri(settings)
-    if source.startswith("models:/"):
-        name, version = resolve_model_version(source, settings)
-        key: tuple[str, ...] = (settings.mlflow_tracking_uri, name, version)
-        source = f"models:/{name}/{version}"
-    elif source.startswith("runs:/"):
-        key = (settings.mlflow_tracking_uri, source)
-    else:
-        folder = Path(source).resolve()
-        weights = folder / "model.safetensors"
-        key = (str(folder), str(weights.stat().st_mtime_ns) if weights.is_file() else "")  # a rewritten folder reloads
-    with _LOCK:
-        if key not in _DETECTORS:
-            detector = load_detector(source, settings)
-            detector.fold_batchnorm()  # serving only: faster inference, same function
-            _DETECTORS[key] = detector
-        return _DETECTORS[key]
-
-
-def get_cached_inpainter(settings: Settings, name: str | None = None) -> Inpainter:
-    """The inpainter ``name`` (default: settings), built once per process."""
-    from clearmark.removal.inpaint import get_inpainter
-
-    name = name or settings.inpainter
-    with _LOCK:
-        if name not in _INPAINTERS:
-            _INPAINTERS[name] = get_inpainter(name, settings)
-        return _INPAINTERS[name]
-
-
-def run_removal(
-    settings: Settings,
-    input_path: Path,
-    output_path: Path,
-    *,
-    model: str | None = None,
-    inpainter: str | None = None,
-    save_masks: bool = False,
-    threshold: float | None = None,
-    batch_size: int | None = None,
-    progress: bool = False,
-) -> RemovalOutputs:
-    """Clean ``input_path`` into ``output_path`` with the configured detector and inpainter."""
-    from clearmark.removal.detection import DetectionOptions
-    from clearmark.removal.pipeline import remove_watermarks
-
-    detector = get_detector(settings, model)
-    return remove_watermarks(
-        input_path,
-        output_path,
-        detector=detector,
-        inpainter=get_cached_inpainter(settings, inpainter),
-        options=DetectionOptions.for_detector(detector, settings, threshold=threshold, batch_size=batch_size),
-        limits=Limits.from_settings(settings),
-        save_masks=save_masks,
-        progress=progress,
-    )
 
 
 def find_new_archives(settings: Settings) -> list[str]:
@@ -144,42 +67,42 @@ def process_inbox_item(settings: Settings, key: str, *, model: str | None = None
     try:
         input_path = work / "in" / name
         try:
-            digest = _download(store, settings, key, input_path, is_folder)
+            digest = _download(store, key, input_path, is_folder)
         except ArchiveError as exc:
-            return _fail(store, settings, key, name, None, str(exc))
-        existing = _existing_result(store, settings, digest)
+            return _fail(store, key, name, None, str(exc))
+        existing = _existing_result(store, digest)
         if existing is not None:
-            existing["processed_key"] = _archive_original(store, settings, key, PROCESSED, digest)
+            existing["processed_key"] = _archive_original(store, key, PROCESSED, digest)
             return {**existing, "skipped": True}
         try:
             outputs = run_removal(settings, input_path, work / "out" / name, model=model)
         except ArchiveError as exc:
-            return _fail(store, settings, key, name, digest, str(exc))
-        summary = _publish(store, settings, key, name, digest, outputs)
+            return _fail(store, key, name, digest, str(exc))
+        summary = _publish(store, key, name, digest, outputs)
         summary["model_uri"] = model or champion_uri(settings)
         store.put_bytes(settings.reports_bucket, f"{INDEX_PREFIX}{digest}.json", json.dumps(summary).encode(), content_type="application/json")
-        summary["processed_key"] = _archive_original(store, settings, key, PROCESSED, digest)
+        summary["processed_key"] = _archive_original(store, key, PROCESSED, digest)
         return {**summary, "skipped": False}
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _download(store: ObjectStore, settings: Settings, key: str, target: Path, is_folder: bool) -> str:
+def _download(store: ObjectStore, key: str, target: Path, is_folder: bool) -> str:
     """Download the item to ``target``; returns its content hash (of the archive, or of the folder's files)."""
     import hashlib
 
     from clearmark.storage import sha256_file
 
-    limits = Limits.from_settings(settings)
+    limits, bucket = Limits.from_settings(store.settings), store.settings.inbox_bucket
     if not is_folder:
-        head = store.head(settings.inbox_bucket, key)
+        head = store.head(bucket, key)
         if head is None:
-            raise FileNotFoundError(f"{key} is no longer in the inbox bucket {settings.inbox_bucket}")
+            raise FileNotFoundError(f"{key} is no longer in the inbox bucket {bucket}")
         if head["ContentLength"] > limits.max_total_bytes:
             raise ArchiveError(f"{key} is {head['ContentLength']} bytes, above the {limits.max_total_bytes}-byte limit")
-        store.get_file(settings.inbox_bucket, key, target)
+        store.get_file(bucket, key, target)
         return sha256_file(target)
-    listing = [o for o in store.list(settings.inbox_bucket, key) if o.key != key + READY_MARKER]
+    listing = [o for o in store.list(bucket, key) if o.key != key + READY_MARKER]
     if sum(o.size for o in listing) > limits.max_total_bytes:
         raise ArchiveError(f"folder {key} holds more than {limits.max_total_bytes} bytes; split it")
     if len(listing) > limits.max_members:
@@ -190,22 +113,22 @@ def _download(store: ObjectStore, settings: Settings, key: str, target: Path, is
         if obj.key.endswith("/"):  # an explicit "folder" object
             continue
         rel = safe_relative_path(obj.key[len(key) :])
-        lines.append(f"{rel}\t{sha256_file(store.get_file(settings.inbox_bucket, obj.key, target / rel))}\n")
+        lines.append(f"{rel}\t{sha256_file(store.get_file(bucket, obj.key, target / rel))}\n")
     if not lines:
         raise ArchiveError(f"folder {key} is empty: it holds no files besides {READY_MARKER}")
     return hashlib.sha256("".join(sorted(lines)).encode()).hexdigest()
 
 
-def _existing_result(store: ObjectStore, settings: Settings, digest: str) -> dict[str, Any] | None:
+def _existing_result(store: ObjectStore, digest: str) -> dict[str, Any] | None:
     index_key = f"{INDEX_PREFIX}{digest}.json"
-    if not store.exists(settings.reports_bucket, index_key):
+    if not store.exists(store.settings.reports_bucket, index_key):
         return None
-    return json.loads(store.get_bytes(settings.reports_bucket, index_key))
+    return json.loads(store.get_bytes(store.settings.reports_bucket, index_key))
 
 
-def _publish(store: ObjectStore, settings: Settings, key: str, name: str, digest: str, outputs: RemovalOutputs) -> dict[str, Any]:
+def _publish(store: ObjectStore, key: str, name: str, digest: str, outputs: RemovalOutputs) -> dict[str, Any]:
     """Upload the cleaned item and its report files to the outbox; returns the summary."""
-    bucket = settings.outbox_bucket
+    bucket = store.settings.outbox_bucket
     if outputs.output.is_dir():
         for path in sorted(p for p in outputs.output.rglob("*") if p.is_file()):
             store.put_file(bucket, f"{name}/{path.relative_to(outputs.output).as_posix()}", path)
@@ -241,7 +164,7 @@ def _publish(store: ObjectStore, settings: Settings, key: str, name: str, digest
     }
 
 
-def _fail(store: ObjectStore, settings: Settings, key: str, name: str, digest: str | None, reason: str) -> dict[str, Any]:
+def _fail(store: ObjectStore, key: str, name: str, digest: str | None, reason: str) -> dict[str, Any]:
     """Write ``failed/<name>.error.json``, then move the original to ``failed/``."""
     error = {
         "key": key,
@@ -252,17 +175,17 @@ def _fail(store: ObjectStore, settings: Settings, key: str, name: str, digest: s
         "failed_at": datetime.now(UTC).isoformat(),
     }
     error_key = f"{FAILED}{name}.error.json"
-    store.put_bytes(settings.inbox_bucket, error_key, json.dumps(error, indent=2).encode(), content_type="application/json")
-    return {**error, "error_key": error_key, "failed_key": _archive_original(store, settings, key, FAILED, digest), "skipped": False}
+    store.put_bytes(store.settings.inbox_bucket, error_key, json.dumps(error, indent=2).encode(), content_type="application/json")
+    return {**error, "error_key": error_key, "failed_key": _archive_original(store, key, FAILED, digest), "skipped": False}
 
 
-def _archive_original(store: ObjectStore, settings: Settings, key: str, prefix: str, digest: str | None) -> str:
+def _archive_original(store: ObjectStore, key: str, prefix: str, digest: str | None) -> str:
     """Move the item under ``prefix`` (copy everything first, then delete, marker first).
 
     An earlier item with the same name is never overwritten: the new one then goes to
     ``<prefix><hash12>-<name>``.
     """
-    bucket = settings.inbox_bucket
+    bucket = store.settings.inbox_bucket
     destination = prefix + key
     taken = store.exists(bucket, destination) if not key.endswith("/") else any(True for _ in store.list(bucket, destination))
     if taken:
