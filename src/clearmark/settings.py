@@ -106,7 +106,7 @@ class Settings(BaseSettings):
     removal_max_total_bytes: int = Field(default=20 * 1024**3, ge=1, description="Largest uncompressed size of one archive.")
     removal_max_members: int = Field(default=100_000, ge=1, description="Most members in one archive.")
     removal_max_ratio: float = Field(default=200.0, gt=1.0, description="Zip-bomb guard: largest compression ratio of a member over 1 MiB.")
-    # Detection (clearmark.removal.detection); threshold None = the detector's own.
+    # Detection (clearmark.model.inference); threshold None = the detector's own.
     removal_threshold: float | None = Field(default=None, gt=0.0, lt=1.0)
     removal_dilate_px: int = Field(default=3, ge=0, description="Mask dilation radius in pixels before inpainting.")
     removal_detect_side: int | None = Field(

@@ -20,8 +20,8 @@ from clearmark.bench.quality import (
     psnr,
     ssim,
 )
+from clearmark.model.inference import DetectionOptions, detect_images
 from clearmark.model.metrics import PixelCounts
-from clearmark.removal.detection import DetectionOptions, detect_images
 from clearmark.removal.inpaint import UnknownInpainterError
 from clearmark.settings import Settings
 from tests.support.hostile_archives import white_mark_detector

@@ -1,4 +1,4 @@
-"""Unit tests of the per-image drift features (clearmark.drift.features)."""
+"""Unit tests of the per-image drift features (clearmark.data.features)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from clearmark.drift.features import FEATURE_COLUMNS, estimate_jpeg_quality, image_features
+from clearmark.data.features import FEATURE_COLUMNS, estimate_jpeg_quality, image_features
 
 
 def _photo_like(seed: int = 0, size: tuple[int, int] = (240, 320)) -> np.ndarray:

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from clearmark.drift.features import FEATURE_COLUMNS
+from clearmark.data.features import FEATURE_COLUMNS
 from clearmark.drift.report import comparable_columns, drift_alert_message, report_prefix, validate_report_id
 
 

@@ -14,7 +14,7 @@ from clearmark.model.detector import (
     DetectorConfig,
     DetectorError,
     build_network,
-    load_detector,
+    load_detector_folder,
     save_detector,
     update_detector_metrics,
 )
@@ -104,7 +104,7 @@ def test_removal_workers_get_the_folded_detector_once(network: torch.nn.Module, 
     served = get_detector(settings, str(folder))
     assert get_detector(settings, str(folder)) is served
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in served.network.modules())
-    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in load_detector(folder).network.modules())  # the saved model is untouched
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in load_detector_folder(folder).network.modules())  # the saved model is untouched
 
 
 def test_predict_proba_rejects_other_inputs(network: torch.nn.Module) -> None:
@@ -124,7 +124,7 @@ def test_save_and_load_give_the_same_predictions(network: torch.nn.Module, tmp_p
     for expected in ("v0123456789ab", "val_iou", "0.5000", "## Intended use", "## Limitations"):
         assert expected in card
 
-    loaded = load_detector(folder, device="cpu")
+    loaded = load_detector_folder(folder, device="cpu")
     assert loaded.version == record["weights_sha256"]
     batch = np.random.default_rng(1).integers(0, 256, (2, 45, 70, 3), dtype=np.uint8)
     original = Detector(network, TINY, version="x", device="cpu").predict_proba(batch)
@@ -155,4 +155,4 @@ def test_local_encoder_weights_are_loaded(network: torch.nn.Module, tmp_path: Pa
 
 def test_loading_something_else_says_what_is_missing(tmp_path: Path) -> None:
     with pytest.raises(DetectorError, match="model.safetensors and config.json"):
-        load_detector(tmp_path)
+        load_detector_folder(tmp_path)

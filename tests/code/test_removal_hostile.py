@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from clearmark.model.inference import DetectionOptions
 from clearmark.removal.archive import ArchiveError, Limits
-from clearmark.removal.detection import DetectionOptions
 from clearmark.removal.pipeline import remove_watermarks, sidecar
 from tests.support.hostile_archives import Case, build_corpus, watermarked_jpeg
 

@@ -17,7 +17,7 @@ def _measure(work: Path) -> None:
     """Child process: clean a 200- and then a 2000-image zip of small JPEGs; print peak RSS after each as JSON."""
     import resource
 
-    from clearmark.removal.detection import DetectionOptions
+    from clearmark.model.inference import DetectionOptions
     from clearmark.removal.inpaint import get_inpainter
     from clearmark.removal.pipeline import remove_watermarks
     from clearmark.settings import Settings

@@ -15,8 +15,8 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from clearmark.drift.features import FEATURE_COLUMNS
-from clearmark.removal.detection import DetectionOptions, detect_images, tiles, working_shape
+from clearmark.data.features import FEATURE_COLUMNS
+from clearmark.model.inference import DetectionOptions, detect_images, tiles, working_shape
 from clearmark.removal.imageio import decode_image, from_upright
 from clearmark.removal.pipeline import remove_watermarks, sidecar
 from tests.support.hostile_archives import clean_rgb, encode, tiny_detector_folder, watermarked_rgb
@@ -196,7 +196,7 @@ def test_in_native_mode_large_images_are_tiled_at_full_resolution(detector):
 
 
 def test_with_a_working_size_every_image_is_downscaled_and_mixed_sizes_share_batches(detector, monkeypatch):
-    import clearmark.removal.detection as detection_module
+    import clearmark.model.inference as detection_module
 
     options = DetectionOptions(threshold=0.5, dilate_px=0, detect_side=64, tile_above=150, tile_side=64, batch_size=4)
     monkeypatch.setattr(detection_module, "detect_tiled", lambda *args: pytest.fail("a working size must not tile"))
@@ -264,10 +264,10 @@ def test_reduced_precision_masks_agree_with_float32(tmp_path):
     """Autocast (bf16 on CPUs that have it) changes the masks only where the probability sits at the threshold."""
     import torch
 
-    from clearmark.model.detector import load_detector
-    from clearmark.removal.detection import predict
+    from clearmark.model.detector import load_detector_folder
+    from clearmark.model.inference import predict
 
-    detector = load_detector(tiny_detector_folder(tmp_path / "det", finds_everything=False))
+    detector = load_detector_folder(tiny_detector_folder(tmp_path / "det", finds_everything=False))
     with torch.no_grad():
         detector.network.segmentation_head[0].weight.normal_(0, 0.05)  # an input-dependent head
         detector.network.segmentation_head[0].bias.fill_(0.0)

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from clearmark.drift.features import FEATURE_COLUMNS
+from clearmark.data.features import FEATURE_COLUMNS
 from clearmark.cli import app
 from clearmark.drift.report import build_drift_report
 from clearmark.settings import Settings

@@ -14,7 +14,7 @@ from clearmark.settings import Settings
 pytestmark = pytest.mark.integration
 
 LOAD = (
-    "import json, sys; from clearmark.model.detector import load_detector; from clearmark.settings import load_settings; "
+    "import json, sys; from clearmark.model.loading import load_detector; from clearmark.settings import load_settings; "
     "detector = load_detector(sys.argv[1], load_settings()); print(json.dumps({'version': detector.version}))"
 )
 

@@ -138,6 +138,6 @@ def test_bundled_baseline_becomes_the_first_champion_once(
     assert version is not None and _aliases(configured) == {"champion": version}
     assert ensure_baseline_champion(configured) is None  # idempotent
     assert len(mlflow_client(settings).search_model_versions(f"name='{settings.registered_model}'")) == 1
-    from clearmark.model.detector import load_detector
+    from clearmark.model.loading import load_detector
 
     assert load_detector(f"models:/{settings.registered_model}@champion", settings).config == CONFIG

@@ -9,7 +9,7 @@ import zipfile
 import pandas as pd
 import pytest
 
-from clearmark.drift.features import FEATURE_COLUMNS
+from clearmark.data.features import FEATURE_COLUMNS
 from clearmark.removal.inbox import find_new_archives, process_inbox_item
 from tests.support.hostile_archives import encode, tiny_detector_folder, watermarked_jpeg, watermarked_rgb
 

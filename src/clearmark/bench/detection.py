@@ -40,7 +40,7 @@ def measure_latency(
     import numpy as np
     import torch
 
-    from clearmark.removal.detection import DetectionOptions, predict
+    from clearmark.model.inference import DetectionOptions, predict
 
     if detector.device.type == "cuda":
         synchronised = lambda call: (call(), torch.cuda.synchronize())  # noqa: E731 - time the work, not the launch
@@ -70,7 +70,7 @@ def measure_latency(
 
 def measure_model_load(settings: Settings, source: str, work: Path) -> dict[str, Any]:
     """Seconds to load ``source`` with an empty cache (the registry download) and again from the cache."""
-    from clearmark.model.detector import load_detector
+    from clearmark.model.loading import load_detector
 
     isolated = settings.model_copy(update={"home": work / "load-home"})  # an empty model cache
     timings = {}

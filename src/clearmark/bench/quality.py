@@ -114,13 +114,13 @@ def measure_quality(
     import numpy as np
 
     from clearmark.data.synth import HELDOUT_STYLES, generate_synthetic
-    from clearmark.model.metrics import PixelCounts
-    from clearmark.progress import progress_bar
-    from clearmark.removal.detection import (
+    from clearmark.model.inference import (
         DetectionOptions,
         detect_images,
         probabilities_to_detection,
     )
+    from clearmark.model.metrics import PixelCounts
+    from clearmark.progress import progress_bar
     from clearmark.removal.inpaint import DiffusersModelNotFoundError, get_inpainter, inpaint_images
     from clearmark.settings import get_settings
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from clearmark.drift.features import FEATURE_COLUMNS
+from clearmark.data.features import FEATURE_COLUMNS
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -18,9 +18,6 @@ if TYPE_CHECKING:
     from clearmark.model.detector import Detector
     from clearmark.settings import Settings
     from clearmark.storage import ObjectStore
-
-CHAMPION_ALIAS = "champion"
-
 
 class DriftReferenceError(RuntimeError):
     """The drift reference cannot be found or built; the message says what to do."""
@@ -97,9 +94,9 @@ def _reference_rows(
     import numpy as np
     from PIL import Image
 
-    from clearmark.drift.features import estimate_jpeg_quality, image_features
+    from clearmark.data.features import estimate_jpeg_quality, image_features
+    from clearmark.model.inference import DetectionOptions, detect_images
     from clearmark.progress import progress_bar
-    from clearmark.removal.detection import DetectionOptions, detect_images
 
     options = DetectionOptions.for_detector(detector, settings)
     records: list[dict[str, float | str]] = []
@@ -131,7 +128,7 @@ def ensure_reference(
 
     Samples up to ``sample_size`` (default ``settings.drift_reference_sample``) training
     images with a fixed seed, computes
-    :data:`~clearmark.drift.features.FEATURE_COLUMNS` with the detector's predicted
+    :data:`~clearmark.data.features.FEATURE_COLUMNS` with the detector's predicted
     mask coverage and confidence, and writes Parquet to the lake.  When the key
     already exists nothing is recomputed.
     """
@@ -176,5 +173,5 @@ def champion_reference(settings: Settings, store: ObjectStore) -> str:
     if store.exists(settings.lake_bucket, key):
         return key
     # Pinned to the version number, so a promotion in between cannot mix two models.
-    detector = load_detector(f"models:/{name}/{model_version}", settings)
+    detector = load_detector(f"models:/{settings.registered_model}/{model_version}", settings)
     return ensure_reference(settings, store, dataset, version, detector)

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
 
-from clearmark.drift.features import FEATURE_COLUMNS
+from clearmark.data.features import FEATURE_COLUMNS
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -67,7 +67,7 @@ def _feature_table(frame: pd.DataFrame, what: str) -> pd.DataFrame:
     missing = [c for c in FEATURE_COLUMNS if c not in frame.columns]
     if missing:
         raise ValueError(
-            f"The {what} features lack columns {missing}; write them with clearmark.drift.features.image_features "
+            f"The {what} features lack columns {missing}; write them with clearmark.data.features.image_features "
             f"(columns: {', '.join(FEATURE_COLUMNS)})."
         )
     if frame.empty:

@@ -1,10 +1,10 @@
-"""The watermark-mask detector: network registry, inference, export and loading.
+"""The watermark-mask detector: the network, its configuration, saving and loading a folder.
 
 A detector is a folder (``model.safetensors`` + ``config.json`` + ``MODEL_CARD.md`` +
-``metrics.json``) written by :func:`save_detector`.  The MLflow model is a pyfunc that
-wraps the same folder, so a registry URI and a local folder load through the same code
-(:func:`load_detector`).  Heavy imports (torch, numpy, smp, mlflow) stay inside
-functions: ``clearmark.model.cli`` may import this module at start-up.
+``metrics.json``) written by :func:`save_detector` and read by :func:`load_detector_folder`.
+The MLflow model is a pyfunc that wraps the same folder; :mod:`clearmark.model.loading`
+resolves registry and run URIs to such a folder.  Heavy imports (torch, numpy, smp) stay
+inside functions: ``clearmark.model.cli`` and the train DAG import this module at start-up.
 """
 
 from __future__ import annotations
@@ -22,8 +22,6 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import numpy as np
     import torch
-
-    from clearmark.settings import Settings
 
 # The names the CLI, the DAG form and config files accept.  They are smp class and
 # encoder names; the list is short on purpose: these are the ones tried here.
@@ -315,9 +313,11 @@ def update_detector_metrics(folder: str | Path, metrics: dict[str, Any], *, thre
     (folder / CARD_FILE).write_text(card)
 
 
-def _load_folder(folder: Path, version: str | None, device: str | None) -> Detector:
+def load_detector_folder(folder: str | Path, *, version: str | None = None, device: str | None = None) -> Detector:
+    """Load a folder written by :func:`save_detector`; ``version`` defaults to the weights' SHA-256."""
     from safetensors.torch import load_file
 
+    folder = Path(folder)
     if not (folder / WEIGHTS_FILE).is_file() or not (folder / CONFIG_FILE).is_file():
         raise DetectorError(f"{folder} is not a detector folder: it needs {WEIGHTS_FILE} and {CONFIG_FILE} (written by save_detector).")
     record = json.loads((folder / CONFIG_FILE).read_text())
@@ -325,78 +325,3 @@ def _load_folder(folder: Path, version: str | None, device: str | None) -> Detec
     network = build_network(config)
     network.load_state_dict(load_file(str(folder / WEIGHTS_FILE)))
     return Detector(network, config, version=version or record.get("weights_sha256", "unknown"), device=device)
-
-
-def find_detector_folder(root: Path) -> Path:
-    """The detector folder inside a downloaded MLflow model (or ``root`` itself)."""
-    for candidate in (root, root / "artifacts" / "detector", *sorted(root.rglob(CONFIG_FILE))):
-        folder = candidate if candidate.is_dir() else candidate.parent
-        if (folder / WEIGHTS_FILE).is_file() and (folder / CONFIG_FILE).is_file():
-            return folder
-    raise DetectorError(f"No detector ({WEIGHTS_FILE} + {CONFIG_FILE}) found under {root}.")
-
-
-def _cached_download(artifact_uri: str, cache: Path, tracking_uri: str) -> Path:
-    """Download an MLflow model once into ``cache`` (atomic rename); later calls reuse it."""
-    import mlflow
-
-    if (cache / WEIGHTS_FILE).is_file():
-        return cache
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=cache.parent, prefix=f".{cache.name}."))
-    # models:/ URIs resolve through the registry URI, which download_artifacts does not take.
-    mlflow.set_registry_uri(tracking_uri)
-    try:
-        downloaded = Path(mlflow.artifacts.download_artifacts(artifact_uri=artifact_uri, dst_path=str(staging), tracking_uri=tracking_uri))
-        folder = find_detector_folder(downloaded)
-        if cache.exists():  # another process finished first
-            return cache
-        os.replace(folder, cache)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return cache
-
-
-def resolve_model_version(uri: str, settings: Settings) -> tuple[str, str]:
-    """``models:/name@alias`` or ``models:/name/version`` -> (name, version number)."""
-    from clearmark.model.registry import mlflow_client
-
-    ref = uri.removeprefix("models:/")
-    client = mlflow_client(settings)
-    if "@" in ref:
-        name, alias = ref.split("@", 1)
-        try:
-            return name, str(client.get_model_version_by_alias(name, alias).version)
-        except Exception as exc:
-            raise DetectorError(f"Registered model {name!r} has no alias {alias!r} at {settings.mlflow_tracking_uri}: {exc}") from exc
-    name, _, version = ref.partition("/")
-    if not version.isdigit():
-        raise DetectorError(f"Cannot read model URI {uri!r}; use models:/<name>@<alias> or models:/<name>/<version>.")
-    return name, version
-
-
-def load_detector(source: str | Path, settings: Settings | None = None, *, device: str | None = None) -> Detector:
-    """Load a detector from a folder, a ``models:/`` URI (registry or MLflow 3 ``m-`` id) or a ``runs:/`` URI.
-
-    Registry downloads are cached under ``settings.cache_dir/models/<name>/<version>``
-    (runs under ``.../models/runs/<run_id>/<path>``), so loading the same version again
-    costs one registry call and reading the weights from disk.
-    """
-    text = str(source)
-    if not text.startswith(("models:/", "runs:/")):
-        return _load_folder(Path(text), None, device)
-
-    from clearmark.settings import get_settings
-
-    settings = settings or get_settings()
-    if text.startswith("models:/m-"):  # an MLflow 3 logged model, not (yet) registered
-        model_id = text.removeprefix("models:/")
-        folder = _cached_download(text, settings.cache_dir / "models" / "logged" / model_id, settings.mlflow_tracking_uri)
-        return _load_folder(folder, model_id, device)
-    if text.startswith("models:/"):
-        name, version = resolve_model_version(text, settings)
-        folder = _cached_download(f"models:/{name}/{version}", settings.cache_dir / "models" / name / version, settings.mlflow_tracking_uri)
-        return _load_folder(folder, version, device)
-    run_id, _, path = text.removeprefix("runs:/").partition("/")
-    folder = _cached_download(text, settings.cache_dir / "models" / "runs" / run_id / (path or "model"), settings.mlflow_tracking_uri)
-    return _load_folder(folder, f"run-{run_id}", device)

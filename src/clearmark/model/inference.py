@@ -1,4 +1,7 @@
-"""Batched watermark detection, with masks at full resolution.
+"""Detector inference on whole images: working size, tiling, batching, full-resolution masks.
+
+Removal, drift references, evaluation, threshold calibration and the benchmarks all
+detect through this module, so each sees what the others see.
 
 A detector finds watermarks best at the scale its training data showed them.  The
 detector's ``detect_side`` (``config.json``; ``CLEARMARK_REMOVAL_DETECT_SIDE`` overrides)

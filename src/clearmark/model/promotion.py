@@ -86,8 +86,8 @@ def register_run_model(settings: Settings, run_id: str) -> str:
 
 
 def _evaluate_version(settings: Settings, version: str, data: Any, split: str) -> dict[str, Any]:
-    from clearmark.model.detector import load_detector
     from clearmark.model.evaluate import evaluate_split
+    from clearmark.model.loading import load_detector
 
     detector = load_detector(f"models:/{settings.registered_model}/{version}", settings)
     return {**evaluate_split(detector, data, split), "version": version}
@@ -99,7 +99,7 @@ def gate_candidate(settings: Settings, run_id: str) -> dict[str, Any]:
     The decision (JSON) is logged to the run as ``gate/decision.json`` and returned:
     ``{"passed", "reasons", "candidate": {metrics..., "version"}, "champion": {...} | None, ...}``.
     """
-    from clearmark.model.data import load_training_data
+    from clearmark.data.catalog import load_training_data
     from clearmark.model.gate import decide, load_gate_config
     from clearmark.model.registry import check_mlflow, log_report, mlflow_client
 

@@ -1,6 +1,6 @@
 """MLflow pyfunc flavour of the detector: the saved detector folder plus this thin wrapper.
 
-Loading through ``mlflow.pyfunc.load_model`` and through :func:`load_detector` runs the
+Loading through ``mlflow.pyfunc.load_model`` and through :func:`load_detector_folder` runs the
 same code, and neither traces shapes, so any input size works.  Imported only inside
 functions (it imports mlflow at module level).
 """
@@ -18,9 +18,9 @@ class DetectorPyfunc(mlflow.pyfunc.PythonModel):
     """``predict``: N x H x W x 3 uint8 RGB array (any H, W) -> N x H x W float32 probabilities."""
 
     def load_context(self, context: Any) -> None:
-        from clearmark.model.detector import load_detector
+        from clearmark.model.detector import load_detector_folder
 
-        self.detector = load_detector(context.artifacts[DETECTOR_ARTIFACT])
+        self.detector = load_detector_folder(context.artifacts[DETECTOR_ARTIFACT])
 
     def predict(self, context: Any, model_input: Any, params: dict[str, Any] | None = None) -> Any:
         import numpy as np

@@ -24,6 +24,11 @@ CHAMPION, PREVIOUS, CHALLENGER = "champion", "previous", "challenger"
 PYFUNC_REQUIREMENTS = ["torch>=2.14", "segmentation-models-pytorch>=0.6", "safetensors>=0.4", "numpy"]
 
 
+def champion_uri(settings: Settings) -> str:
+    """The registry URI of the current champion, ``models:/<registered model>@champion``."""
+    return f"models:/{settings.registered_model}@{CHAMPION}"
+
+
 class MlflowUnavailableError(RuntimeError):
     """The tracking server does not answer; Airflow retries the task."""
 

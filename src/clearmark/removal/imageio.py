@@ -190,7 +190,7 @@ def decode_image(data: bytes, *, max_pixels: int) -> DecodedImage:
 
 
 def _jpeg_quality(image: Image.Image) -> float | None:
-    from clearmark.drift.features import estimate_jpeg_quality
+    from clearmark.data.features import estimate_jpeg_quality
 
     if image.format == "MPO":  # same tables; the estimator only accepts the JPEG format name
         image.format = "JPEG"

@@ -27,8 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from clearmark.removal.archive import ArchiveError, ArchiveReader, ArchiveWriter, Limits, Member, output_kind
-from clearmark.removal.detection import (
+from clearmark.model.inference import (
     DetectionOptions,
     detect_tiled,
     needs_tiling,
@@ -269,7 +268,7 @@ def _detect(run: _Run, detect_q: queue.Queue[Any], finish_q: queue.Queue[Any], f
 
 def _finish(run: _Run, finish_q: queue.Queue[Any], write_q: queue.Queue[Any]) -> None:
     """Mask, inpaint, merge and encode one image; compute its drift features."""
-    from clearmark.drift.features import image_features
+    from clearmark.data.features import image_features
     from clearmark.removal.imageio import encode_image, from_upright, merge_cleaned
 
     while (item := run.get(finish_q)) is not _DONE:
@@ -333,7 +332,7 @@ def remove_watermarks(
     """
     import pandas as pd
 
-    from clearmark.drift.features import FEATURE_COLUMNS
+    from clearmark.data.features import FEATURE_COLUMNS
     from clearmark.storage import atomic_write_bytes
 
     input_path, output_path = Path(input_path).resolve(), Path(output_path).resolve()
