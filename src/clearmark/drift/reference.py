@@ -19,6 +19,9 @@ if TYPE_CHECKING:
     from clearmark.settings import Settings
     from clearmark.storage import ObjectStore
 
+CHAMPION_ALIAS = "champion"
+
+
 class DriftReferenceError(RuntimeError):
     """The drift reference cannot be found or built; the message says what to do."""
 
