@@ -8,14 +8,17 @@ import pytest
 from PIL import Image
 
 from clearmark.data.sources import (
+    SourceKind,
     SourcesError,
     SourceSpec,
     SourceUnavailable,
+    available_sources,
     discover_pairs,
     extract,
     load_sources,
     pair_id,
     parse_yolo_labels,
+    register_source,
 )
 from clearmark.settings import REPO_ROOT, Settings
 
@@ -77,6 +80,35 @@ def test_invalid_sources_files_name_the_file_and_the_field(tmp_path: Path, body:
     with pytest.raises(SourcesError) as caught:
         load_sources(path)
     assert str(path) in str(caught.value) and expected in str(caught.value)
+
+
+def test_an_unknown_kind_lists_the_registered_ones(tmp_path: Path) -> None:
+    path = _write_config(tmp_path, "datasets:\n  a:\n    sources:\n      - {name: s, kind: ftp, layout: pairs}\n")
+    with pytest.raises(SourcesError, match="unknown source kind 'ftp'; choose one of kaggle, local, synthetic"):
+        load_sources(path)
+
+
+def test_a_registered_kind_is_read_from_the_sources_file_and_fetched(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from clearmark.data import sources
+
+    monkeypatch.setattr(sources, "_SOURCE_KINDS", dict(sources._SOURCE_KINDS))  # leave the real registry as it was
+
+    @register_source("bucket-copy")
+    class BucketCopy(SourceKind):
+        location = "path"
+
+        def fetch(self, source: SourceSpec, settings: Settings) -> Path:
+            return Path(str(source.path)) / "copied"
+
+    assert "bucket-copy" in available_sources()
+    path = _write_config(tmp_path, "datasets:\n  a:\n    sources:\n      - {name: b, kind: bucket-copy, layout: pairs, path: there, options: {mask_threshold: 9}}\n")
+    (source,) = load_sources(path).dataset("a").sources
+    assert extract(source, Settings(home=tmp_path)) == tmp_path / "there" / "copied"
+    assert source.mask_threshold == 9
+    with pytest.raises(ValueError, match="already registered"):
+        register_source("local")(BucketCopy)
+    with pytest.raises(SourcesError, match="'handle' is only for kind 'kaggle'"):
+        load_sources(_write_config(tmp_path, "datasets:\n  a:\n    sources:\n      - {name: b, kind: bucket-copy, layout: pairs, path: p, handle: o/d}\n"))
 
 
 def test_missing_sources_file_says_what_to_set(tmp_path: Path) -> None:

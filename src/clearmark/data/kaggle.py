@@ -5,15 +5,21 @@ Credentials are whatever kagglehub accepts: ``KAGGLE_API_TOKEN``, or
 ``KAGGLE_CONFIG_DIR``).  Under Airflow the DAG maps the login/password of the
 connection ``kaggle_default`` to ``KAGGLE_USERNAME``/``KAGGLE_KEY``.  Downloads land
 in kagglehub's cache (``KAGGLEHUB_CACHE``, default ``~/.cache/kagglehub``) and are
-reused on the next run of the same dataset version.
+reused on the next run of the same dataset version.  Registers the source kind ``kaggle``
+(imported by the package ``clearmark.data``, so the kind exists wherever sources are read).
 """
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from clearmark.data.sources import SourceUnavailable
+from clearmark.data.sources import SourceKind, SourceUnavailable, register_source
+
+if TYPE_CHECKING:
+    from clearmark.data.sources import SourceSpec
+    from clearmark.settings import Settings
 
 HANDLE_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*/[A-Za-z0-9][A-Za-z0-9_.-]*(/versions/[0-9]+)?$")
 CREDENTIALS_ADVICE = (
@@ -76,3 +82,17 @@ def download_dataset(handle: str) -> Path:
         ) from exc
     except requests.Timeout as exc:
         raise KaggleError(f"Kaggle API at {endpoint} timed out for dataset {handle}; retry later or check the network.") from exc
+
+
+@register_source("kaggle")
+class KaggleSource(SourceKind):
+    """A Kaggle dataset, by handle."""
+
+    location = "handle"
+
+    def check(self, source: SourceSpec) -> None:
+        if not (source.handle and HANDLE_PATTERN.match(source.handle)):
+            raise ValueError("kind 'kaggle' needs 'handle: owner/dataset' (optionally '/versions/N')")
+
+    def fetch(self, source: SourceSpec, settings: Settings) -> Path:
+        return download_dataset(str(source.handle))

@@ -1,8 +1,10 @@
 """Where raw images come from: the sources file, extraction to a local folder, pair discovery.
 
 ``config/sources.yaml`` maps dataset names (``lake/curated/<dataset>/``) to sources
-(``lake/raw/<source>/``).  Each source has a *kind* saying how to fetch it
-(``kaggle``, ``local``, ``synthetic``) and a *layout* saying how its files pair up:
+(``lake/raw/<source>/``).  Each source has a *kind* saying how to fetch it, one of
+:func:`available_sources` (built in: ``local`` and ``synthetic`` here, ``kaggle`` in
+:mod:`clearmark.data.kaggle`; a new kind registers with :func:`register_source`), and a
+*layout* saying how its files pair up:
 
 ``pairs``      ``clean/`` + ``watermarked/`` folders (``name_vN.ext`` variants of
                ``clean/name.ext`` allowed), or flat ``x.jpg`` + ``x_clean.jpg``; masks
@@ -25,10 +27,10 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -68,36 +70,70 @@ class PairOptions(BaseModel):
     mask_threshold: int = Field(default=24, ge=0, le=254, description="Grey levels a pixel must differ by to be watermark.")
 
 
+class SourceKind:
+    """How sources of one kind are checked and fetched; register a subclass with :func:`register_source`."""
+
+    location: ClassVar[str | None] = None  # the SourceSpec field saying where the files are: "handle", "path" or none
+    options: ClassVar[type[BaseModel]] = PairOptions  # what the entry's ``options`` may hold
+
+    def check(self, source: SourceSpec) -> None:
+        """Raise ``ValueError`` saying what to add when ``source`` lacks what this kind needs."""
+
+    def fetch(self, source: SourceSpec, settings: Settings) -> Path:
+        """A local folder holding the source's files (downloaded, generated or as configured)."""
+        raise NotImplementedError
+
+
+_SOURCE_KINDS: dict[str, SourceKind] = {}
+Kind = TypeVar("Kind", bound=type[SourceKind])
+LOCATION_FIELDS = ("handle", "path")
+
+
+def register_source(kind: str) -> Callable[[Kind], Kind]:
+    """Register a :class:`SourceKind` subclass as the sources file's ``kind: <kind>`` (decorator)."""
+
+    def decorator(cls: Kind) -> Kind:
+        if kind in _SOURCE_KINDS:
+            raise ValueError(f"A source kind named {kind!r} is already registered; pick another name.")
+        _SOURCE_KINDS[kind] = cls()
+        return cls
+
+    return decorator
+
+
+def available_sources() -> list[str]:
+    """Source kinds the sources file accepts, sorted."""
+    return sorted(_SOURCE_KINDS)
+
+
 class SourceSpec(BaseModel):
     """One entry under ``datasets.<name>.sources``."""
 
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(pattern=NAME_PATTERN, description="Also the raw prefix: lake/raw/<name>/.")
-    kind: Literal["kaggle", "local", "synthetic"]
+    kind: str = Field(description="How to fetch the files: one of available_sources().")
     layout: Literal["pairs", "clwd", "synthetic", "boxes"]
     handle: str | None = Field(default=None, description="Kaggle dataset 'owner/name[/versions/N]' (kind kaggle).")
     path: Path | None = Field(default=None, description="Folder (kind local); relative paths start at the sources file.")
     options: dict[str, Any] = Field(default_factory=dict)
 
+    @field_validator("kind")
+    @classmethod
+    def _known_kind(cls, kind: str) -> str:
+        if kind not in _SOURCE_KINDS:
+            raise ValueError(f"unknown source kind {kind!r}; choose one of {', '.join(available_sources())}")
+        return kind
+
     @model_validator(mode="after")
     def _check_kind(self) -> SourceSpec:
-        from clearmark.data.kaggle import HANDLE_PATTERN
-
-        if self.kind == "kaggle" and not (self.handle and HANDLE_PATTERN.match(self.handle)):
-            raise ValueError("kind 'kaggle' needs 'handle: owner/dataset' (optionally '/versions/N')")
-        if self.kind == "local" and self.path is None:
-            raise ValueError("kind 'local' needs 'path: <folder>'")
-        if self.kind == "synthetic" and self.layout != "synthetic":
-            raise ValueError("kind 'synthetic' produces layout 'synthetic'")
-        if self.kind != "kaggle" and self.handle is not None:
-            raise ValueError("'handle' is only for kind 'kaggle'")
-        if self.kind != "local" and self.path is not None:
-            raise ValueError("'path' is only for kind 'local'")
-        if self.kind == "synthetic":
-            SyntheticOptions.model_validate(self.options)
-        else:
-            PairOptions.model_validate(self.options)
+        kind = _SOURCE_KINDS[self.kind]
+        kind.check(self)
+        for name in LOCATION_FIELDS:
+            if getattr(self, name) is not None and kind.location != name:
+                takers = [f"'{other}'" for other in available_sources() if _SOURCE_KINDS[other].location == name]
+                raise ValueError(f"'{name}' is only for kind {' or '.join(takers)}")
+        kind.options.model_validate(self.options)
         return self
 
     @property
@@ -108,7 +144,8 @@ class SourceSpec(BaseModel):
     @property
     def mask_threshold(self) -> int:
         """Difference threshold for masks computed from (watermarked, clean) pairs."""
-        return PairOptions.model_validate({} if self.kind == "synthetic" else self.options).mask_threshold
+        pair_options = self.options if _SOURCE_KINDS[self.kind].options is PairOptions else {}
+        return PairOptions.model_validate(pair_options).mask_threshold
 
 
 class DatasetSpec(BaseModel):
@@ -177,11 +214,20 @@ def load_sources(path: Path) -> SourcesConfig:
 
 def extract(source: SourceSpec, settings: Settings) -> Path:
     """A local folder holding the source's files (downloaded, generated or as configured)."""
-    if source.kind == "kaggle":
-        from clearmark.data.kaggle import download_dataset
+    return _SOURCE_KINDS[source.kind].fetch(source, settings)
 
-        return download_dataset(str(source.handle))
-    if source.kind == "local":
+
+@register_source("local")
+class LocalSource(SourceKind):
+    """A folder on this machine (or a mounted volume)."""
+
+    location = "path"
+
+    def check(self, source: SourceSpec) -> None:
+        if source.path is None:
+            raise ValueError("kind 'local' needs 'path: <folder>'")
+
+    def fetch(self, source: SourceSpec, settings: Settings) -> Path:
         folder = Path(str(source.path))
         if not folder.is_dir():
             raise SourceUnavailable(
@@ -191,7 +237,20 @@ def extract(source: SourceSpec, settings: Settings) -> Path:
         if not os.access(folder, os.R_OK | os.X_OK):
             raise SourceUnavailable(f"Local source {source.name!r}: folder {folder} is not readable by this user; fix its permissions.")
         return folder
-    return _synthetic_folder(source.synthetic, settings.cache_dir / "synthetic")
+
+
+@register_source("synthetic")
+class SyntheticSource(SourceKind):
+    """Pairs made by the built-in generator (:mod:`clearmark.data.synth`), cached per options."""
+
+    options = SyntheticOptions
+
+    def check(self, source: SourceSpec) -> None:
+        if source.layout != "synthetic":
+            raise ValueError("kind 'synthetic' produces layout 'synthetic'")
+
+    def fetch(self, source: SourceSpec, settings: Settings) -> Path:
+        return _synthetic_folder(source.synthetic, settings.cache_dir / "synthetic")
 
 
 def _synthetic_folder(options: SyntheticOptions, cache: Path) -> Path:
