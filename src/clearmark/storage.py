@@ -3,7 +3,7 @@
 Every pipeline step receives an :class:`ObjectStore` built from :class:`Settings`
 (Dagster-style injected resource).  Writes are atomic per object (an S3 PUT is
 all-or-nothing; multi-object versions are published by a marker written last, see
-``clearmark.data.curate``); downloads go to a temporary file that is renamed into
+``clearmark.data.publish``); downloads go to a temporary file that is renamed into
 place, so a crash never leaves a half-written local file behind.
 """
 

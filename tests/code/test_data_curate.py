@@ -9,15 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from clearmark.data.curate import (
-    MANIFEST_COLUMNS,
-    CuratedPair,
-    curate_folder,
-    curation_parameters,
-    curation_version,
-    manifest_frame,
-    reject_ratio,
-)
+from clearmark.data.curate import CuratedPair, curate_folder, curation_parameters, curation_version, reject_ratio
+from clearmark.data.manifest import MANIFEST_COLUMNS, manifest_frame
 from clearmark.data.sources import SourceSpec
 from clearmark.data.splits import stable_split
 from clearmark.settings import Settings

@@ -1,49 +1,15 @@
-"""Training data: local folders read like curated versions, stable splits, augmentations."""
+"""Detector training inputs: augmentations and the torch dataset of pairs (local datasets: test_data_dataset.py)."""
 
 from __future__ import annotations
 
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import numpy as np
-import pytest
 
-from clearmark.data.sources import pair_id
-from clearmark.data.splits import stable_split
-from clearmark.data.synth import generate_synthetic
-from clearmark.model.data import DatasetError, PairDataset, load_local_folder, load_training_data, train_augmentations
+from clearmark.data.catalog import load_training_data
+from clearmark.data.dataset import load_local_folder
+from clearmark.model.data import PairDataset, train_augmentations
 from clearmark.settings import load_settings
-
-
-@pytest.fixture(scope="module")
-def synth_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("synth")
-    generate_synthetic(folder, 12, 5, size=64, progress=False)
-    return folder
-
-
-def test_synth_folder_gets_the_etl_ids_and_splits(synth_folder: Path) -> None:
-    settings = load_settings(home=synth_folder.parent / "home")
-    data = load_training_data(settings, "synthetic", data_dir=synth_folder)
-    manifest = data.manifest
-    assert len(manifest) == 12
-    # Same ids as the ETL gives the embedded dataset's synthetic source (config/sources.yaml).
-    assert manifest["id"].tolist() == [pair_id("synthetic-default", PurePosixPath(f"synth_{i:05d}")) for i in range(12)]
-    assert manifest["split"].tolist() == [stable_split(i) for i in manifest["id"]]
-    assert (data.root / manifest["watermarked_key"][0]).is_file()
-    assert manifest["mask_coverage"].between(0.0, 1.0).all() and manifest["mask_coverage"].gt(0).all()
-    assert data.version.startswith("local-") and len(data.manifest_sha256) == 64
-    again = load_training_data(settings, "synthetic", data_dir=synth_folder)
-    assert again.version == data.version  # same files, same version
-
-
-def test_empty_split_and_wrong_folder_say_what_to_do(synth_folder: Path, tmp_path: Path) -> None:
-    data = load_local_folder(synth_folder, "synthetic")
-    only_train = data.manifest[data.manifest["split"] == "train"]
-    data.manifest = only_train
-    with pytest.raises(DatasetError, match="Split 'test' .* is empty"):
-        data.split("test")
-    with pytest.raises(DatasetError, match="clearmark synth"):
-        load_local_folder(tmp_path, "synthetic")
 
 
 def test_augmented_pairs_keep_image_and_mask_aligned(synth_folder: Path) -> None:

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import pandas as pd
 import pytest
 
-from clearmark.data.curate import manifest_frame
+from clearmark.data.manifest import manifest_frame
 
 # Exactly 80/10/10 by row index, so that split checks measure the suite and not the noise
 # of stable_split's hash on a small sample.

@@ -10,20 +10,13 @@ import pandas as pd
 import pytest
 import yaml
 
-from clearmark.data.curate import (
-    CurationError,
-    DatasetNotFoundError,
-    curate,
-    fetch_version,
-    latest_version,
-    list_published,
-    manifest_sha256,
-    publish,
-    published_versions,
-    read_manifest,
-    version_prefix,
-)
+from clearmark.data.catalog import fetch_version, latest_version, list_published, published_versions, read_manifest
+from clearmark.data.curate import curate
 from clearmark.data.etl import DataValidationError, publish_step, run_etl
+from clearmark.data.layout import CurationError, DatasetNotFoundError, version_prefix
+from clearmark.data.manifest import manifest_sha256
+from clearmark.data.publish import publish
+from clearmark.data.quality import VALIDATION_FILE
 from clearmark.data.raw import load_raw
 from clearmark.data.sources import SourceSpec
 from clearmark.settings import Settings
@@ -128,6 +121,34 @@ def test_unpublished_version_is_invisible_until_published(
     stamps = {path: path.stat().st_mtime_ns for path in local.root.rglob("*") if path.is_file()}
     fetch_version(store, DATASET, result.version, progress=False)  # already there: nothing downloaded again
     assert {path: path.stat().st_mtime_ns for path in local.root.rglob("*") if path.is_file()} == stamps
+
+
+def test_publish_step_reports_rows_and_reject_share_for_the_asset_event(
+    settings: Settings, store: ObjectStore, pairs_source: SourceSpec
+) -> None:
+    result = curate(settings.model_copy(update={"max_reject_ratio": 0.5}), store, DATASET, [pairs_source], progress=False)
+    # Validation has its own tests (tests/data); publishing only needs it to have passed.
+    store.put_bytes(settings.lake_bucket, version_prefix(DATASET, result.version) + VALIDATION_FILE, json.dumps({"success": True}).encode())
+
+    published = publish_step(settings, DATASET, result.version, ts="2026-11-22T02:00:00+00:00")
+
+    accepted, rejected = len(accepted_stems()), len(EXPECTED_REJECTS)
+    assert (published["dataset"], published["version"], published["rows"]) == (DATASET, result.version, accepted)
+    assert published["reject_share"] == pytest.approx(rejected / (accepted + rejected))
+    assert latest_version(store, DATASET) == result.version
+
+
+def test_fetch_version_with_select_downloads_only_the_chosen_rows(settings: Settings, store: ObjectStore, pairs_source: SourceSpec) -> None:
+    result = curate(settings.model_copy(update={"max_reject_ratio": 0.5}), store, DATASET, [pairs_source], progress=False)
+    publish(store, DATASET, result.version, result.rows, manifest_sha256(store, DATASET, result.version))
+
+    sample = fetch_version(store, DATASET, result.version, select=lambda manifest: manifest.tail(2), progress=False)
+
+    assert sample.manifest["id"].tolist() == [f"pairs/{stem}" for stem in accepted_stems()[-2:]]
+    assert sample.location == f"s3://{settings.lake_bucket}/{version_prefix(DATASET, result.version).rstrip('/')}"
+    expected = {"manifest.parquet"} | {key for row in sample.manifest.itertuples() for key in (row.watermarked_key, row.clean_key, row.mask_key)}
+    assert {path.relative_to(sample.root).as_posix() for path in sample.root.rglob("*") if path.is_file()} == expected
+    assert len(list(sample.pairs(sample.manifest))) == 2
 
 
 def _synthetic_config(settings: Settings, tmp_path: Path, min_rows: int) -> Settings:

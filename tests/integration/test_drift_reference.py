@@ -13,7 +13,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
-from clearmark.data.curate import manifest_frame, publish
+from clearmark.data.manifest import manifest_frame
+from clearmark.data.publish import publish
 from clearmark.drift.features import FEATURE_COLUMNS
 from clearmark.drift.features import image_features
 from clearmark.drift.reference import DriftReferenceError, champion_training_data, ensure_reference, load_reference, reference_key
@@ -47,15 +48,18 @@ def tiny_detector() -> CountingDetector:
 
 
 def publish_curated_version(store: ObjectStore, count: int) -> None:
-    """A published curated version of ``count`` 64 x 64 watermarked PNGs (train and test splits)."""
+    """A published curated version of ``count`` 64 x 64 watermarked PNGs with empty masks (train and test splits)."""
     rng = np.random.default_rng(0)
     prefix = f"curated/{DATASET}/{VERSION}/"
+    empty_mask = io.BytesIO()
+    Image.new("L", (64, 64)).save(empty_mask, "PNG")
     rows = []
     for index in range(count):
         buffer = io.BytesIO()
         Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(buffer, "PNG")
         key = f"watermarked/img{index:03d}.png"
         store.put_bytes(store.settings.lake_bucket, prefix + key, buffer.getvalue(), content_type="image/png")
+        store.put_bytes(store.settings.lake_bucket, f"{prefix}masks/img{index:03d}.png", empty_mask.getvalue(), content_type="image/png")
         rows.append(
             {
                 "id": f"img{index:03d}", "split": "test" if index % 5 == 0 else "train", "source": "synthetic",

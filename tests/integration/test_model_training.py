@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from clearmark.data.synth import generate_synthetic
-from clearmark.model.data import DatasetError
+from clearmark.data.dataset import DatasetError
 from clearmark.model.promotion import register_run_model
 from clearmark.model.registry import mlflow_client
 from clearmark.model.train import TrainConfig, TrainingError, train

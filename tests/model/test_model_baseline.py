@@ -39,7 +39,7 @@ def test_recorded_metrics_match_a_fresh_evaluation_on_the_embedded_test_split(tm
     """Regenerates the embedded synthetic dataset (config/sources.yaml) and re-measures the test split."""
     from clearmark.data.sources import load_sources
     from clearmark.data.synth import generate_synthetic
-    from clearmark.model.data import load_training_data
+    from clearmark.data.catalog import load_training_data
     from clearmark.model.evaluate import evaluate_split
     from clearmark.settings import load_settings
 

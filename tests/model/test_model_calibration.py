@@ -12,7 +12,7 @@ import torch
 from clearmark.model.detector import Detector, DetectorConfig, build_network, load_detector, save_detector, update_detector_metrics
 from clearmark.data.synth import generate_synthetic
 from clearmark.model.calibrate import calibrate_detector, calibrate_threshold, recalibrate_batchnorm
-from clearmark.model.data import load_training_data
+from clearmark.data.catalog import load_training_data
 from clearmark.settings import Settings
 
 CONFIG = DetectorConfig(architecture="Unet", encoder="mobilenet_v2", image_size=64, decoder_channels=[16, 16, 16, 16, 8])

@@ -27,8 +27,8 @@ VersionOption = Annotated[
 
 def _emit(run: Callable[[], Any]) -> None:
     """Run a command body, print its result as JSON, turn known errors into a message and exit 1."""
-    from clearmark.data.curate import CurationError, DatasetNotFoundError
     from clearmark.data.etl import DataValidationError
+    from clearmark.data.layout import CurationError, DatasetNotFoundError
     from clearmark.data.raw import RawLoadError
     from clearmark.data.sources import SourceUnavailable
     from clearmark.storage import StorageError
@@ -136,7 +136,7 @@ def etl_publish(dataset: DatasetOption = None, version: VersionOption = None, ts
 @etl_app.command("list")
 def etl_list(dataset: DatasetOption = None) -> None:
     """List published versions with their row counts (all datasets unless --dataset)."""
-    from clearmark.data.curate import list_published
+    from clearmark.data.catalog import list_published
     from clearmark.data.etl import object_store
     from clearmark.settings import get_settings
 

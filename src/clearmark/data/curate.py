@@ -1,13 +1,13 @@
 """Curation: raw objects in the lake -> an immutable, versioned curated dataset.
 
-A version lives under ``lake/curated/<dataset>/<version>/`` (see docs/architecture.md):
-normalised PNGs in ``watermarked/``, ``clean/`` and ``masks/``, ``rejects.parquet`` and
+A version lives under ``lake/curated/<dataset>/<version>/`` (see
+:mod:`clearmark.data.layout` and docs/architecture.md): normalised PNGs in
+``watermarked/``, ``clean/`` and ``masks/``, ``rejects.parquet`` and
 ``manifest.parquet`` (written last of the curation outputs, so its presence means the
 version is complete).  ``version`` is ``"v"`` + SHA-256 over the raw content hashes and
 the curation parameters, so the same inputs always give the same version and a retry
-finds its own earlier work.  Readers only see versions with ``_PUBLISHED.json``
-(written by :func:`publish` after validation), and ``curated/<dataset>/LATEST``
-names the version published last.
+finds its own earlier work.  Validation (:mod:`clearmark.data.quality`) and publishing
+(:mod:`clearmark.data.publish`) follow.
 """
 
 from __future__ import annotations
@@ -19,11 +19,12 @@ import os
 import shutil
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from clearmark.data.layout import MANIFEST, PUBLISHED, REJECTS, TRANSFER_WORKERS, CurationError, curated_pair_keys, version_prefix
+from clearmark.data.manifest import REJECT_COLUMNS, manifest_frame, manifest_row, parquet_bytes, read_lake_parquet, read_unpublished_manifest
 from clearmark.data.raw import RawIndex, raw_prefix, read_raw_index
 
 if TYPE_CHECKING:
@@ -36,28 +37,10 @@ if TYPE_CHECKING:
 
 # Bump when the curated output of the same raw inputs changes (it is part of the version hash).
 CURATION_FORMAT = 1
-MANIFEST = "manifest.parquet"
-REJECTS = "rejects.parquet"
-PUBLISHED = "_PUBLISHED.json"
-LATEST = "LATEST"
-MANIFEST_COLUMNS = [
-    "id", "split", "source", "watermarked_key", "clean_key", "mask_key", "width", "height",
-    "mode", "bytes", "sha256", "clean_sha256", "mask_coverage",
-]  # fmt: skip
-REJECT_COLUMNS = ["source", "path", "reason", "detail"]
-TRANSFER_WORKERS = 8  # downloads and uploads wait on the network
 # Each worker decodes, encodes and uploads one pair: Pillow and zlib release the GIL while
 # they work, and the uploads' network waits overlap with other pairs' encoding.
 CURATE_WORKERS = 8
 PNG_COMPRESS_LEVEL = 1  # ~3x faster than the default 6 for ~15% larger files
-
-
-class CurationError(RuntimeError):
-    """Curation cannot produce a version; the message says what to do."""
-
-
-class DatasetNotFoundError(LookupError):
-    """The dataset or version is not published (readers never see unpublished versions)."""
 
 
 @dataclass(frozen=True)
@@ -92,38 +75,12 @@ class CurateResult:
         )
 
 
-@dataclass
-class LocalDataset:
-    """A published version downloaded to a local folder: ``root / row.watermarked_key`` exists."""
-
-    root: Path
-    manifest: pd.DataFrame
-    dataset: str
-    version: str
-    manifest_sha256: str
-
-
 @dataclass(frozen=True)
 class CuratedPair:
     """One accepted pair: its manifest row and its normalised PNGs by key."""
 
     row: dict[str, Any]
     files: dict[str, bytes]
-
-
-# --- keys ---------------------------------------------------------------------------------
-
-
-def dataset_prefix(dataset: str) -> str:
-    """``curated/<dataset>/``."""
-    if not dataset or "/" in dataset or dataset.startswith("."):
-        raise CurationError(f"Dataset name {dataset!r} is not usable as a storage prefix; use a plain name like 'synthetic'.")
-    return f"curated/{dataset}/"
-
-
-def version_prefix(dataset: str, version: str) -> str:
-    """``curated/<dataset>/<version>/`` in the lake bucket."""
-    return f"{dataset_prefix(dataset)}{version}/"
 
 
 # --- version ------------------------------------------------------------------------------
@@ -205,8 +162,6 @@ def curate_folder(
 def curate_pair(source: SourceSpec, pair: RawPair, root: Path, *, max_image_pixels: int) -> CuratedPair | dict[str, str]:
     """Normalise one pair and compute its mask; a reject row when any of its files is bad."""
     from clearmark.data.images import ImageRejected, load_normalized
-    from clearmark.data.masks import coverage
-    from clearmark.data.splits import stable_split
 
     current = pair.watermarked
     try:
@@ -226,29 +181,13 @@ def curate_pair(source: SourceSpec, pair: RawPair, root: Path, *, max_image_pixe
     except ValueError as exc:  # e.g. a degenerate YOLO box
         return _reject(source, root, current, "bad_mask", str(exc))
 
-    from clearmark.storage import sha256_file
-
-    watermarked_key, mask_key = f"watermarked/{pair.id}.png", f"masks/{pair.id}.png"
-    files = {watermarked_key: _png(watermarked), mask_key: _png(mask)}
-    clean_key = None
+    keys = curated_pair_keys(pair.id, with_clean=clean is not None)
+    files = {keys.watermarked: _png(watermarked), keys.mask: _png(mask)}
     if clean is not None:
-        clean_key = f"clean/{pair.id}.png"
-        files[clean_key] = _png(clean)
-    row = {
-        "id": pair.id,
-        "split": stable_split(pair.id),
-        "source": source.name,
-        "watermarked_key": watermarked_key,
-        "clean_key": clean_key,
-        "mask_key": mask_key,
-        "width": watermarked.width,
-        "height": watermarked.height,
-        "mode": info.mode,
-        "bytes": info.bytes,
-        "sha256": sha256_file(pair.watermarked),
-        "clean_sha256": sha256_file(pair.clean) if pair.clean is not None else None,
-        "mask_coverage": float(coverage(mask)),
-    }
+        files[keys.clean] = _png(clean)
+    row = manifest_row(
+        pair.id, source.name, keys, watermarked=pair.watermarked, clean=pair.clean, size=watermarked.size, mode=info.mode, mask=mask
+    )
     return CuratedPair(row=row, files=files)
 
 
@@ -320,8 +259,8 @@ def curate(settings: Settings, store: ObjectStore, dataset: str, sources: list[S
     prefix = version_prefix(dataset, version)
     bucket = settings.lake_bucket
 
-    existing = _existing_result(store, dataset, version)
-    if existing is not None:
+    if store.exists(bucket, prefix + MANIFEST):
+        existing = replace(curated_result(store, dataset, version), reused=True)
         # The ratio is a policy, not an input of the version: an earlier, more lenient run does not pass it.
         _check_reject_ratio(settings, existing)
         return existing
@@ -339,10 +278,10 @@ def curate(settings: Settings, store: ObjectStore, dataset: str, sources: list[S
         rejects += source_rejects
 
     rejects_df = pd.DataFrame(rejects, columns=REJECT_COLUMNS).sort_values(["source", "path"], ignore_index=True)
-    store.put_bytes(bucket, prefix + REJECTS, _parquet(rejects_df))
+    store.put_bytes(bucket, prefix + REJECTS, parquet_bytes(rejects_df))
     result = CurateResult.from_tables(dataset, version, f"s3://{bucket}/{prefix}", len(rows), rejects_df)
     _check_reject_ratio(settings, result)
-    store.put_bytes(bucket, prefix + MANIFEST, _parquet(manifest_frame(rows)))
+    store.put_bytes(bucket, prefix + MANIFEST, parquet_bytes(manifest_frame(rows)))
     return result
 
 
@@ -365,21 +304,6 @@ def reject_ratio(rows: int, rejects: int) -> float:
     """Share of inputs (accepted pairs + rejected inputs) that were rejected."""
     total = rows + rejects
     return rejects / total if total else 0.0
-
-
-def manifest_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
-    """Manifest rows as a DataFrame with the contract's columns and dtypes, sorted by id."""
-    import pandas as pd
-
-    frame = pd.DataFrame(rows, columns=MANIFEST_COLUMNS).sort_values("id", ignore_index=True)
-    return frame.astype(
-        {
-            "id": "string", "split": "string", "source": "string", "watermarked_key": "string",
-            "clean_key": "string", "mask_key": "string", "width": "int64", "height": "int64",
-            "mode": "string", "bytes": "int64", "sha256": "string", "clean_sha256": "string",
-            "mask_coverage": "float64",
-        }
-    )  # fmt: skip
 
 
 def materialise_raw(store: ObjectStore, source_name: str, index: RawIndex, *, progress: bool = True) -> Path:
@@ -411,189 +335,12 @@ def materialise_raw(store: ObjectStore, source_name: str, index: RawIndex, *, pr
     return view
 
 
-def _existing_result(store: ObjectStore, dataset: str, version: str) -> CurateResult | None:
-    """The result of an earlier curation of the same version (published or complete), if any."""
+def curated_result(store: ObjectStore, dataset: str, version: str) -> CurateResult:
+    """Summary of a curated version (published or not) from its manifest and rejects table."""
     bucket = store.settings.lake_bucket
     prefix = version_prefix(dataset, version)
-    if not store.exists(bucket, prefix + MANIFEST):
-        return None
-    manifest = _read_parquet(store, prefix + MANIFEST)
-    rejects = _read_parquet(store, prefix + REJECTS)
+    manifest = read_unpublished_manifest(store, dataset, version)
+    rejects = read_lake_parquet(store, prefix + REJECTS)
     return CurateResult.from_tables(
-        dataset, version, f"s3://{bucket}/{prefix}", len(manifest), rejects, reused=True, published=store.exists(bucket, prefix + PUBLISHED)
+        dataset, version, f"s3://{bucket}/{prefix}", len(manifest), rejects, published=store.exists(bucket, prefix + PUBLISHED)
     )
-
-
-def _parquet(frame: pd.DataFrame) -> bytes:
-    buffer = io.BytesIO()
-    frame.to_parquet(buffer, index=False)
-    return buffer.getvalue()
-
-
-def _read_parquet(store: ObjectStore, key: str) -> pd.DataFrame:
-    import pandas as pd
-
-    return pd.read_parquet(io.BytesIO(store.get_bytes(store.settings.lake_bucket, key)))
-
-
-# --- publishing -----------------------------------------------------------------------------
-
-
-def read_unpublished_manifest(store: ObjectStore, dataset: str, version: str) -> pd.DataFrame:
-    """The manifest of a curated version whether or not it is published (for validation only)."""
-    key = version_prefix(dataset, version) + MANIFEST
-    if not store.exists(store.settings.lake_bucket, key):
-        raise DatasetNotFoundError(
-            f"Version {version} of dataset {dataset!r} has no manifest at s3://{store.settings.lake_bucket}/{key}. "
-            f"Curate it first: `clearmark etl curate --dataset {dataset}`."
-        )
-    return _read_parquet(store, key)
-
-
-def manifest_sha256(store: ObjectStore, dataset: str, version: str) -> str:
-    """SHA-256 of a version's ``manifest.parquet`` (recorded when it was written)."""
-    key = version_prefix(dataset, version) + MANIFEST
-    recorded = store.stored_sha256(store.settings.lake_bucket, key)
-    return recorded or hashlib.sha256(store.get_bytes(store.settings.lake_bucket, key)).hexdigest()
-
-
-def publish(
-    store: ObjectStore, dataset: str, version: str, rows: int, manifest_sha256: str, *, logical_date: str | None = None
-) -> dict[str, Any]:
-    """Make a curated version visible: write ``_PUBLISHED.json`` (last), then ``LATEST``.
-
-    Publishing a version twice keeps its first marker (its ``created_at``) and only
-    moves ``LATEST``.  Returns the marker.
-    """
-    bucket = store.settings.lake_bucket
-    prefix = version_prefix(dataset, version)
-    stored = store.stored_sha256(bucket, prefix + MANIFEST)
-    if stored is None:
-        raise CurationError(f"Cannot publish {dataset}/{version}: s3://{bucket}/{prefix}{MANIFEST} is missing. Curate it first.")
-    if stored != manifest_sha256:
-        raise CurationError(
-            f"Cannot publish {dataset}/{version}: manifest SHA-256 {stored[:12]} differs from the validated {manifest_sha256[:12]}. "
-            "Validate the version again."
-        )
-    if store.exists(bucket, prefix + PUBLISHED):
-        marker = json.loads(store.get_bytes(bucket, prefix + PUBLISHED))
-    else:
-        marker = {
-            "dataset": dataset,
-            "version": version,
-            "rows": int(rows),
-            "manifest_sha256": manifest_sha256,
-            "created_at": datetime.now(UTC).isoformat(),
-            "logical_date": logical_date,
-        }
-        store.put_bytes(bucket, prefix + PUBLISHED, json.dumps(marker, indent=1).encode(), content_type="application/json")
-    store.put_bytes(bucket, dataset_prefix(dataset) + LATEST, version.encode(), content_type="text/plain")
-    return marker
-
-
-# --- reader API -----------------------------------------------------------------------------
-
-
-def published_marker(store: ObjectStore, dataset: str, version: str) -> dict[str, Any] | None:
-    """The ``_PUBLISHED.json`` of a version, or ``None`` when it is not published."""
-    key = version_prefix(dataset, version) + PUBLISHED
-    if not store.exists(store.settings.lake_bucket, key):
-        return None
-    return json.loads(store.get_bytes(store.settings.lake_bucket, key))
-
-
-def published_markers(store: ObjectStore, dataset: str) -> list[dict[str, Any]]:
-    """The ``_PUBLISHED.json`` of every published version of ``dataset``, oldest first."""
-    prefix = dataset_prefix(dataset)
-    markers = []
-    for folder in store.list_prefixes(store.settings.lake_bucket, prefix):
-        marker = published_marker(store, dataset, folder[len(prefix) :].rstrip("/"))
-        if marker is not None:
-            markers.append(marker)
-    return sorted(markers, key=lambda marker: (marker["created_at"], marker["version"]))
-
-
-def published_versions(store: ObjectStore, dataset: str) -> list[str]:
-    """Published versions of ``dataset``, oldest first (by publication time)."""
-    return [marker["version"] for marker in published_markers(store, dataset)]
-
-
-def list_published(store: ObjectStore, dataset: str | None = None) -> list[dict[str, Any]]:
-    """One row per published version (of ``dataset``, or of every dataset in the lake) with its row count."""
-    names = [dataset] if dataset else [folder.split("/")[1] for folder in store.list_prefixes(store.settings.lake_bucket, "curated/")]
-    listing = []
-    for name in names:
-        markers = published_markers(store, name)
-        latest = latest_version(store, name) if markers else None
-        listing += [
-            {key: marker.get(key) for key in ("dataset", "version", "rows", "created_at", "logical_date")} | {"latest": marker["version"] == latest}
-            for marker in markers
-        ]
-    return listing
-
-
-def latest_version(store: ObjectStore, dataset: str) -> str:
-    """The version named by ``LATEST`` (or the newest published one); raises when none is published."""
-    bucket = store.settings.lake_bucket
-    latest_key = dataset_prefix(dataset) + LATEST
-    if store.exists(bucket, latest_key):
-        version = store.get_bytes(bucket, latest_key).decode().strip()
-        if published_marker(store, dataset, version) is not None:
-            return version
-    versions = published_versions(store, dataset)
-    if not versions:
-        raise DatasetNotFoundError(
-            f"Dataset {dataset!r} has no published version in s3://{bucket}/{dataset_prefix(dataset)}. "
-            f"Run the ETL first: `clearmark etl run --dataset {dataset}` (or trigger the Airflow DAG clearmark_etl_nightly)."
-        )
-    return versions[-1]
-
-
-def _require_published(store: ObjectStore, dataset: str, version: str) -> dict[str, Any]:
-    marker = published_marker(store, dataset, version)
-    if marker is None:
-        known = published_versions(store, dataset)
-        raise DatasetNotFoundError(
-            f"Version {version!r} of dataset {dataset!r} is not published (published: {known or 'none'}). "
-            f"Use one of those, or run `clearmark etl run --dataset {dataset}`."
-        )
-    return marker
-
-
-def read_manifest(store: ObjectStore, dataset: str, version: str) -> pd.DataFrame:
-    """The manifest of a published version."""
-    _require_published(store, dataset, version)
-    return _read_parquet(store, version_prefix(dataset, version) + MANIFEST)
-
-
-def fetch_version(store: ObjectStore, dataset: str, version: str, *, progress: bool = True) -> LocalDataset:
-    """Download every object of a published version under ``cache_dir/datasets/<dataset>/<version>/``.
-
-    Files already there are kept (versions are immutable), so a second call downloads nothing.
-    """
-    import pandas as pd
-
-    from clearmark.progress import progress_bar
-
-    marker = _require_published(store, dataset, version)
-    bucket = store.settings.lake_bucket
-    prefix = version_prefix(dataset, version)
-    root = store.settings.cache_dir / "datasets" / dataset / version
-    objects = list(store.list(bucket, prefix))
-
-    def download(key: str) -> None:
-        target = root / key[len(prefix) :]
-        if not target.exists():
-            store.get_file(bucket, key, target)
-
-    with ThreadPoolExecutor(max_workers=TRANSFER_WORKERS) as pool:
-        list(progress_bar(pool.map(download, [info.key for info in objects]), total=len(objects), desc=f"fetch {dataset}/{version}", disable=not progress))
-
-    from clearmark.storage import sha256_file
-
-    manifest_path = root / MANIFEST
-    if sha256_file(manifest_path) != marker["manifest_sha256"]:
-        raise CurationError(
-            f"Local copy {manifest_path} does not match the published manifest of {dataset}/{version}; delete {root} and fetch again."
-        )
-    return LocalDataset(root=root, manifest=pd.read_parquet(manifest_path), dataset=dataset, version=version, manifest_sha256=marker["manifest_sha256"])

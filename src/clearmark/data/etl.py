@@ -74,7 +74,7 @@ def curate_step(settings: Settings, dataset: str, *, ts: str | None = None) -> d
 
 def validate_step(settings: Settings, dataset: str, version: str, *, ts: str | None = None) -> dict[str, Any]:
     """Run the Great Expectations suite on the version's manifest; raise when it fails."""
-    from clearmark.data.curate import manifest_sha256, read_unpublished_manifest
+    from clearmark.data.manifest import manifest_sha256, read_unpublished_manifest
     from clearmark.data.quality import validate_version
 
     store = object_store(settings)
@@ -101,8 +101,15 @@ def validate_step(settings: Settings, dataset: str, version: str, *, ts: str | N
 
 
 def publish_step(settings: Settings, dataset: str, version: str, *, ts: str | None = None) -> dict[str, Any]:
-    """Publish a version whose ``validation.json`` says it passed; returns the dataset's asset URI for Airflow."""
-    from clearmark.data.curate import manifest_sha256, publish, read_unpublished_manifest, version_prefix
+    """Publish a version whose ``validation.json`` says it passed.
+
+    Returns the dataset's asset URI for Airflow and what the Asset event tells its
+    consumers: the version, its row count and ``reject_share`` (rejected inputs / all inputs).
+    """
+    from clearmark.data.curate import curated_result
+    from clearmark.data.layout import version_prefix
+    from clearmark.data.manifest import manifest_sha256
+    from clearmark.data.publish import publish
     from clearmark.data.quality import VALIDATION_FILE
 
     store = object_store(settings)
@@ -114,12 +121,13 @@ def publish_step(settings: Settings, dataset: str, version: str, *, ts: str | No
             f"Dataset {dataset} version {version} cannot be published: its validation {state} "
             f"(s3://{settings.lake_bucket}/{validation_key}). Run `clearmark etl validate --dataset {dataset} --version {version}` first."
         )
-    manifest = read_unpublished_manifest(store, dataset, version)
-    marker = publish(store, dataset, version, len(manifest), manifest_sha256(store, dataset, version), logical_date=ts)
+    curated = curated_result(store, dataset, version)
+    marker = publish(store, dataset, version, curated.rows, manifest_sha256(store, dataset, version), logical_date=ts)
     return {
         "dataset": dataset,
         "version": version,
         "rows": marker["rows"],
+        "reject_share": curated.reject_ratio,
         "asset_uri": asset_uri(settings, dataset),
         "created_at": marker["created_at"],
         "ts": ts,

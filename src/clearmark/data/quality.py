@@ -199,7 +199,7 @@ def validate_manifest(
 
     if not isinstance(manifest, pd.DataFrame):
         raise TypeError(
-            f"The manifest must be a pandas DataFrame (clearmark.data.curate.read_unpublished_manifest), got {type(manifest).__name__}."
+            f"The manifest must be a pandas DataFrame (clearmark.data.manifest.read_unpublished_manifest), got {type(manifest).__name__}."
         )
     parameters = thresholds.suite_parameters(len(manifest))
     show_parameters_in_data_docs(context, parameters)
@@ -253,7 +253,7 @@ def validate_version(
     A failed validation does not raise; storage or configuration errors do.
     ``overrides`` replace thresholds of ``config/quality.yaml`` for this call.
     """
-    from clearmark.data.curate import version_prefix
+    from clearmark.data.layout import version_prefix
 
     for name, value in (("dataset", dataset), ("version", version)):
         if not value or "/" in value or value.strip() != value:

@@ -15,6 +15,7 @@ from clearmark.data.features import FEATURE_COLUMNS
 if TYPE_CHECKING:
     import pandas as pd
 
+    from clearmark.data.dataset import LocalDataset
     from clearmark.model.detector import Detector
     from clearmark.settings import Settings
     from clearmark.storage import ObjectStore
@@ -45,7 +46,8 @@ def champion_training_data(settings: Settings, store: ObjectStore) -> tuple[str,
 
     from mlflow.exceptions import MlflowException
 
-    from clearmark.data.curate import DatasetNotFoundError, latest_version, published_versions
+    from clearmark.data.catalog import latest_version, published_versions
+    from clearmark.data.layout import DatasetNotFoundError
     from clearmark.model.registry import mlflow_client
 
     client = mlflow_client(settings)
@@ -88,12 +90,8 @@ def _sample_rows(manifest: pd.DataFrame, sample_size: int) -> pd.DataFrame:
     return rows.sample(n=sample_size, random_state=0) if len(rows) > sample_size else rows
 
 
-def _reference_rows(
-    settings: Settings, store: ObjectStore, prefix: str, rows: pd.DataFrame, detector: Detector
-) -> list[dict[str, float | str]]:
+def _reference_rows(settings: Settings, sample: LocalDataset, detector: Detector) -> list[dict[str, float | str]]:
     """Features of each sampled watermarked image, with the detector run exactly as the removal step runs it."""
-    import io
-
     import numpy as np
     from PIL import Image
 
@@ -103,12 +101,13 @@ def _reference_rows(
 
     options = DetectionOptions.for_detector(detector, settings)
     records: list[dict[str, float | str]] = []
+    rows = sample.manifest
     with progress_bar(total=len(rows), desc="drift reference", unit="img") as progress:
         for start in range(0, len(rows), options.batch_size):
             chunk = rows.iloc[start : start + options.batch_size]
             images, qualities = [], []
             for key in chunk["watermarked_key"]:
-                with Image.open(io.BytesIO(store.get_bytes(settings.lake_bucket, f"{prefix}/{key}"))) as image:
+                with Image.open(sample.root / key) as image:
                     qualities.append(estimate_jpeg_quality(image))
                     images.append(np.asarray(image.convert("RGB")))
             for row_id, rgb, quality, found in zip(chunk["id"], images, qualities, detect_images(detector, images, options), strict=True):
@@ -139,15 +138,16 @@ def ensure_reference(
 
     import pandas as pd
 
-    from clearmark.data.curate import read_manifest
+    from clearmark.data.catalog import fetch_version
 
     key = reference_key(dataset, version, detector.version)
     if store.exists(settings.lake_bucket, key):
         return key
-    manifest = read_manifest(store, dataset, version)
-    if manifest.empty:
+    size = sample_size or settings.drift_reference_sample
+    sample = fetch_version(store, dataset, version, select=lambda manifest: _sample_rows(manifest, size), progress=False)
+    if sample.manifest.empty:
         raise DriftReferenceError(f"Curated dataset {dataset}/{version} has no rows; publish a non-empty version first.")
-    records = _reference_rows(settings, store, f"curated/{dataset}/{version}", _sample_rows(manifest, sample_size or settings.drift_reference_sample), detector)
+    records = _reference_rows(settings, sample, detector)
     frame = pd.DataFrame.from_records(records, columns=["id", *FEATURE_COLUMNS])
     buffer = io.BytesIO()
     frame.to_parquet(buffer, index=False)

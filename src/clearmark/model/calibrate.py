@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
     import numpy as np
 
-    from clearmark.model.data import TrainingData
+    from clearmark.data.dataset import LocalDataset
     from clearmark.model.detector import Detector
 
 MAX_BATCHNORM_IMAGES = 1024  # enough for stable statistics; more only costs time
@@ -99,24 +99,23 @@ def recalibrate_batchnorm(detector: Detector, images: Iterable[np.ndarray], *, b
     return seen
 
 
-def calibrate_detector(folder: Path, data: TrainingData, *, progress: bool = True) -> dict[str, Any]:
+def calibrate_detector(folder: Path, data: LocalDataset, *, progress: bool = True) -> dict[str, Any]:
     """Recalibrate BatchNorm (training split) and the threshold (validation split) of a detector folder.
 
     Each step is kept only if validation IoU does not drop; the folder is rewritten with
     the result (new weights get a new ``weights_sha256``).  Returns what was measured.
     """
-    from clearmark.model.data import iter_pairs
     from clearmark.model.detector import CONFIG_FILE, METRICS_FILE, load_detector, save_detector, update_detector_metrics
 
     detector = load_detector(folder, device="cpu")
     val_rows = data.split("val")
     # The threshold grid of the weights as trained: the fallback if new BatchNorm statistics do worse.
-    as_trained = calibrate_threshold(detector, iter_pairs(data, val_rows), progress=progress)
+    as_trained = calibrate_threshold(detector, data.pairs(val_rows), progress=progress)
     before = as_trained["iou_at_current"]
     state = {k: v.clone() for k, v in detector.network.state_dict().items()}
     train_rows = data.split("train").head(MAX_BATCHNORM_IMAGES)
-    used = recalibrate_batchnorm(detector, (image for _, image, _ in iter_pairs(data, train_rows)))
-    threshold = calibrate_threshold(detector, iter_pairs(data, val_rows), progress=progress) if used else as_trained
+    used = recalibrate_batchnorm(detector, (image for _, image, _ in data.pairs(train_rows)))
+    threshold = calibrate_threshold(detector, data.pairs(val_rows), progress=progress) if used else as_trained
     keep_batchnorm = used > 0 and threshold["iou_at_current"] >= before
     if not keep_batchnorm:
         detector.network.load_state_dict(state)

@@ -73,7 +73,7 @@ def train_command(
     run_name: Annotated[str | None, typer.Option(help="MLflow run name.")] = None,
 ) -> None:
     """Train the watermark detector and log it to MLflow; last line: {"run_id", "model_uri", "best_val_iou"}."""
-    from clearmark.model.data import DatasetError
+    from clearmark.data.dataset import DatasetError
     from clearmark.model.detector import DetectorError
     from clearmark.model.registry import MlflowUnavailableError
     from clearmark.model.train import TrainConfig, TrainingError, train
@@ -130,7 +130,7 @@ def evaluate_command(
     threads: Annotated[int | None, typer.Option(help="torch CPU threads.")] = None,
 ) -> None:
     """Evaluate a detector on one split: IoU, Dice, precision, recall, accuracy, per-image IoU, quality label."""
-    from clearmark.model.data import DatasetError
+    from clearmark.data.dataset import DatasetError
     from clearmark.model.detector import DetectorError
     from clearmark.model.evaluate import evaluate_model
     from clearmark.model.registry import MlflowUnavailableError
@@ -175,7 +175,8 @@ def calibrate_command(
     gate measures, is never read.  `clearmark train` runs this on its best checkpoint.
     """
     from clearmark.model.calibrate import calibrate_detector
-    from clearmark.model.data import DatasetError, load_training_data
+    from clearmark.data.catalog import load_training_data
+    from clearmark.data.dataset import DatasetError
     from clearmark.model.detector import DetectorError
     from clearmark.settings import get_settings
 
@@ -196,7 +197,7 @@ def promote_command(
 
     A failed gate is a normal outcome (exit code 0); the last line says why.
     """
-    from clearmark.model.data import DatasetError
+    from clearmark.data.dataset import DatasetError
     from clearmark.model.detector import DetectorError
     from clearmark.model.gate import GateConfigError
     from clearmark.model.promotion import PromotionError, gate_candidate, promote, reject

@@ -11,7 +11,7 @@ if TYPE_CHECKING:
 
     import numpy as np
 
-    from clearmark.model.data import TrainingData
+    from clearmark.data.dataset import LocalDataset
     from clearmark.model.detector import Detector
     from clearmark.settings import Settings
 
@@ -50,12 +50,11 @@ def evaluate_pairs(detector: Detector, pairs: Iterable[tuple[str, np.ndarray, np
     }
 
 
-def evaluate_split(detector: Detector, data: TrainingData, split: str = "test", *, progress: bool = True) -> dict[str, Any]:
+def evaluate_split(detector: Detector, data: LocalDataset, split: str = "test", *, progress: bool = True) -> dict[str, Any]:
     """:func:`evaluate_pairs` on one split of a dataset version, with the data's identity."""
-    from clearmark.model.data import iter_pairs
 
     rows = data.split(split)
-    report = evaluate_pairs(detector, iter_pairs(data, rows), progress=progress, total=len(rows))
+    report = evaluate_pairs(detector, data.pairs(rows), progress=progress, total=len(rows))
     return {**report, "dataset": data.dataset, "dataset_version": data.version, "manifest_sha256": data.manifest_sha256, "split": split}
 
 
@@ -75,7 +74,7 @@ def evaluate_model(
     """
     from pathlib import Path
 
-    from clearmark.model.data import load_training_data
+    from clearmark.data.catalog import load_training_data
     from clearmark.model.detector import load_detector
     from clearmark.model.registry import log_report
 

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     import pandas as pd
     import torch
 
-    from clearmark.model.data import TrainingData
+    from clearmark.data.dataset import LocalDataset
     from clearmark.model.detector import Detector, DetectorConfig
     from clearmark.settings import Settings
 
@@ -177,16 +177,15 @@ def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def sample_grid(detector: Detector, data: TrainingData, rows: Any, count: int = SAMPLE_GRID_IMAGES) -> np.ndarray:
+def sample_grid(detector: Detector, data: LocalDataset, rows: Any, count: int = SAMPLE_GRID_IMAGES) -> np.ndarray:
     """RGB grid, one row per image: input | truth | prediction (probability as grey)."""
     import numpy as np
     from PIL import Image
 
-    from clearmark.model.data import iter_pairs
 
     lines = []
     side = 256
-    for _, image, mask in iter_pairs(data, rows.head(count)):
+    for _, image, mask in data.pairs(rows.head(count)):
         probability = detector.predict_proba(image[None])[0]
         panels = [image, np.repeat(mask[..., None] * 255, 3, axis=2), np.repeat(probability[..., None] * 255, 3, axis=2)]
         resized = [np.asarray(Image.fromarray(p.astype(np.uint8)).resize((side, side), Image.Resampling.NEAREST)) for p in panels]
@@ -293,7 +292,8 @@ def train(settings: Settings, config: TrainConfig) -> dict[str, Any]:
     from torch.utils.data.distributed import DistributedSampler
 
     from clearmark.model.calibrate import calibrate_detector
-    from clearmark.model.data import PairDataset, iter_pairs, load_training_data, train_augmentations
+    from clearmark.data.catalog import load_training_data
+    from clearmark.model.data import PairDataset, train_augmentations
     from clearmark.model.detector import Detector, build_network, load_detector, save_detector
     from clearmark.model.evaluate import evaluate_pairs
     from clearmark.model.registry import MODEL_URI_TAG, check_mlflow, log_detector_model, use_tracking_server
@@ -393,7 +393,7 @@ def train(settings: Settings, config: TrainConfig) -> dict[str, Any]:
             if world.is_main:
                 assert checkpoint_dir is not None and run_id is not None
                 live = Detector(network, detector_config, version="training", device=str(device))
-                val = evaluate_pairs(live, iter_pairs(data, val_rows), progress=False)
+                val = evaluate_pairs(live, data.pairs(val_rows), progress=False)
                 epoch_metrics = {
                     "train_loss": train_loss,
                     "train_iou": train_iou,
