@@ -10,9 +10,10 @@ Drop `photos.zip` (or `.tar`, `.tar.gz`, `.tgz`, or a folder `photos/` completed
 `wait_for_archives` is a deferrable sensor: waiting holds no worker slot. Each archive is
 one mapped task group: `process` (detect with the MLflow `champion`, inpaint, write the
 outbox; records the model version used) -> `drift_report` (Evidently, against the
-champion's training data; open it from the task's **Drift report** link or the
-**Drift reports** menu) -> `notify_drift` (a warning when the drift share exceeds
-`CLEARMARK_DRIFT_SHARE_THRESHOLD`, skipped otherwise; never a failure).
+training data of that model version, even if `champion` moved since; open it from the
+task's **Drift report** link or the **Drift reports** menu) -> `notify_drift` (a warning
+when the drift share exceeds `CLEARMARK_DRIFT_SHARE_THRESHOLD`, skipped otherwise; never
+a failure).
 Run the same without Airflow: `clearmark remove photos.zip cleaned.zip`.
 """
 
@@ -57,20 +58,23 @@ def clearmark_inbox() -> None:
 
     @task
     def list_archives() -> list[str]:
+        """List the archives and _READY folders waiting at the inbox root."""
         from clearmark.removal.inbox import find_new_archives
 
         return find_new_archives(task_settings())
 
     @task_group
     def handle_archive(key: str) -> None:
-        @task(max_active_tis_per_dagrun=get_settings().inbox_concurrency, retries=1)
+        @task(max_active_tis_per_dagrun=get_settings().inbox_concurrency, retries=1, multiple_outputs=False)
         def process(key: str) -> dict:
+            """Clean one archive with the champion into the outbox; the result records the model version used."""
             from clearmark.removal.inbox import process_inbox_item
 
             return process_inbox_item(task_settings(), key)
 
-        @task
+        @task(multiple_outputs=False)
         def drift_report(result: dict) -> dict:
+            """Compare the batch's features with the reference of the model version that processed it."""
             from clearmark.drift.report import drift_report_for_batch
 
             return drift_report_for_batch(task_settings(), result)
@@ -84,7 +88,7 @@ def clearmark_inbox() -> None:
 
             if not summary.get("alert"):
                 raise AirflowSkipException(f"drift share {summary.get('drift_share')} within threshold {summary.get('threshold')}")
-            DriftNotifier(drift_alert_message(summary)).notify({})
+            DriftNotifier(drift_alert_message(summary), webhook_url=task_settings().drift_webhook_url).notify({})
 
         notify_drift(drift_report(process(key)))
 

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
+from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
-from airflow.sdk import Asset, BaseNotifier
+from airflow.sdk import Asset, BaseNotifier, Param
 
+from clearmark.model.train_config import cli_arguments, train_options
 from clearmark.settings import Settings, get_settings, load_settings
 
 log = logging.getLogger(__name__)
@@ -36,6 +39,41 @@ def curated_asset(dataset: str | None = None) -> Asset:
     settings = get_settings()
     name = dataset or settings.dataset
     return Asset(name=f"clearmark_curated_{name}", uri=asset_uri(settings, name))
+
+
+def train_params(settings: Settings) -> dict[str, Param]:
+    """The train DAG's form: a Param for each ``clearmark train`` option that a scheduled run can take."""
+    params = {}
+    for train_option in train_options():
+        if not train_option.in_form:
+            continue
+        spec = train_option.spec
+        default = getattr(settings, spec.settings_default) if spec.settings_default else train_option.default
+        description = spec.help if spec.none_means is None or default is not None else f"{spec.help} Empty: {spec.none_means}."
+        params[train_option.name] = Param(default, description=description, **spec.schema)
+    return params
+
+
+def training_inputs(settings: Settings, params: Mapping[str, Any], events: Sequence[Any], run_name: str) -> dict[str, str]:
+    """The dataset version a train run trains, and the trainer's arguments (after ``clearmark train``).
+
+    A run that curated-Asset events triggered trains the version the newest of them names:
+    ``LATEST`` may already point at a later publish.  A manual run takes the form's
+    ``dataset_version``, reading ``LATEST`` once here if it says ``latest``; either way the
+    version is fixed before training starts and recorded in this task's XCom.
+    """
+    if events:
+        published = max(events, key=lambda event: event.timestamp).extra
+        dataset, version = published["dataset"], published["version"]
+    else:
+        dataset, version = params["dataset"], params["dataset_version"]
+        if version == "latest":
+            from clearmark.data.catalog import latest_version
+            from clearmark.storage import ObjectStore
+
+            version = latest_version(ObjectStore(settings), dataset)
+    arguments = cli_arguments({**params, "dataset": dataset, "dataset_version": version, "run_name": run_name})
+    return {"dataset": dataset, "dataset_version": version, "arguments": shlex.join(arguments)}
 
 
 def task_settings() -> Settings:
@@ -76,25 +114,25 @@ def export_kaggle_credentials() -> None:
 class DriftNotifier(BaseNotifier):
     """Warns when an archive's drift share exceeds the threshold.
 
-    Writes a WARNING to the task log (visible in the UI); set
-    ``CLEARMARK_DRIFT_WEBHOOK_URL`` to also POST the message (Slack-compatible JSON).
+    Writes a WARNING to the task log (visible in the UI) and, given a ``webhook_url``
+    (the DAG passes ``CLEARMARK_DRIFT_WEBHOOK_URL``), also POSTs the message (Slack-compatible JSON).
     """
 
     template_fields = ("message",)
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, *, webhook_url: str | None = None) -> None:
         super().__init__()
         self.message = message
+        self.webhook_url = webhook_url
 
     def notify(self, context: dict[str, Any]) -> None:
         log.warning(self.message)
-        webhook = task_settings().drift_webhook_url
-        if webhook:
+        if self.webhook_url:
             import json
             import urllib.request
 
             request = urllib.request.Request(
-                webhook, data=json.dumps({"text": self.message}).encode(), headers={"Content-Type": "application/json"}
+                self.webhook_url, data=json.dumps({"text": self.message}).encode(), headers={"Content-Type": "application/json"}
             )
             urllib.request.urlopen(request, timeout=10).close()
 
@@ -116,11 +154,11 @@ def trainer_environment() -> dict[str, str]:
     return env
 
 
-def train_operator(task_id: str, arguments: list[str]):  # noqa: ANN201 - an Airflow operator
+def train_operator(task_id: str, arguments: str):  # noqa: ANN201 - an Airflow operator
     """The training step: a GPU container (DockerOperator) or a local process, by ``CLEARMARK_TRAIN_RUNNER``.
 
-    Both run the same ``clearmark train`` command; its last stdout line (a JSON summary)
-    becomes the task's XCom either way.
+    Both run ``clearmark train`` with ``arguments`` (shell-quoted; a template is rendered
+    first); its last stdout line (a JSON summary) becomes the task's XCom either way.
     """
     settings = get_settings()
     if settings.train_runner == "docker":
@@ -130,7 +168,7 @@ def train_operator(task_id: str, arguments: list[str]):  # noqa: ANN201 - an Air
         return DockerOperator(
             task_id=task_id,
             image=settings.trainer_image,
-            command=["train", *arguments],
+            command=f"train {arguments}",  # Docker splits a string command as a shell would
             docker_url=settings.docker_url,
             network_mode=settings.docker_network,
             environment=trainer_environment(),
@@ -141,8 +179,6 @@ def train_operator(task_id: str, arguments: list[str]):  # noqa: ANN201 - an Air
             shm_size=2 * 1024**3,  # DataLoader workers share batches through /dev/shm
             do_xcom_push=True,
         )
-    import shlex
-
     from airflow.providers.standard.operators.bash import BashOperator
 
-    return BashOperator(task_id=task_id, bash_command=shlex.join(["clearmark", "train", *arguments]), do_xcom_push=True)
+    return BashOperator(task_id=task_id, bash_command=f"clearmark train {arguments}", do_xcom_push=True)

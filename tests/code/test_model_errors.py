@@ -12,7 +12,7 @@ import torch
 from typer.testing import CliRunner
 
 from clearmark.cli import app
-from clearmark.model.cli import parse_detect_side
+from clearmark.model.train_config import parse_detect_side
 from clearmark.model.registry import MlflowUnavailableError, check_mlflow
 from clearmark.model.train import TrainConfig, TrainingError, _is_out_of_memory, train
 from clearmark.settings import load_settings
@@ -66,7 +66,7 @@ def test_invalid_training_config_is_refused(config: TrainConfig, message: str) -
 
 def test_detect_side_option_takes_auto_native_or_pixels() -> None:
     assert [parse_detect_side(v) for v in ("auto", "AUTO", "0", "384")] == [None, None, 0, 384]
-    with pytest.raises(ValueError, match="auto, 0"):
+    with pytest.raises(TrainingError, match="auto, 0"):
         parse_detect_side("large")
 
 

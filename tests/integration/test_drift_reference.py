@@ -13,10 +13,9 @@ import pytest
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
+from clearmark.data.features import FEATURE_COLUMNS, image_features
 from clearmark.data.manifest import manifest_frame
 from clearmark.data.publish import publish
-from clearmark.drift.features import FEATURE_COLUMNS
-from clearmark.drift.features import image_features
 from clearmark.drift.reference import DriftReferenceError, champion_training_data, ensure_reference, load_reference, reference_key
 from clearmark.drift.report import drift_report_for_batch
 from clearmark.model.detector import Detector, DetectorConfig, build_network, save_detector
@@ -47,10 +46,10 @@ def tiny_detector() -> CountingDetector:
     return CountingDetector(build_network(config), config, version="3", device="cpu")
 
 
-def publish_curated_version(store: ObjectStore, count: int) -> None:
+def publish_curated_version(store: ObjectStore, count: int, version: str = VERSION) -> None:
     """A published curated version of ``count`` 64 x 64 watermarked PNGs with empty masks (train and test splits)."""
     rng = np.random.default_rng(0)
-    prefix = f"curated/{DATASET}/{VERSION}/"
+    prefix = f"curated/{DATASET}/{version}/"
     empty_mask = io.BytesIO()
     Image.new("L", (64, 64)).save(empty_mask, "PNG")
     rows = []
@@ -71,7 +70,7 @@ def publish_curated_version(store: ObjectStore, count: int) -> None:
     manifest = io.BytesIO()
     manifest_frame(rows).to_parquet(manifest, index=False)
     digest = store.put_bytes(store.settings.lake_bucket, prefix + "manifest.parquet", manifest.getvalue())
-    publish(store, DATASET, VERSION, count, digest)
+    publish(store, DATASET, version, count, digest)
 
 
 def test_reference_is_built_from_training_images_once_and_cached(settings: Settings, store: ObjectStore) -> None:
@@ -165,6 +164,37 @@ def test_processed_inbox_item_is_compared_with_the_champion_reference(settings: 
     again = drift_report_for_batch(settings, result)  # a retry: same report, reference read from the cache
     assert again["drift_share"] == summary["drift_share"]
     assert store.head(settings.lake_bucket, reference_key(DATASET, VERSION, str(version)))["LastModified"] == cached["LastModified"]
+
+
+def test_a_promotion_after_processing_does_not_change_the_reference(settings: Settings, store: ObjectStore) -> None:
+    """The race: ``process`` used model version 1, then version 2 became champion before ``drift_report`` ran."""
+    client = mlflow_client(settings)
+    experiment_id = client.create_experiment(settings.experiment)
+    client.create_registered_model(settings.registered_model)
+    model_versions = {}
+    for dataset_version, rows in (("v00000000000a", 5), ("v00000000000b", 9)):
+        publish_curated_version(store, count=8, version=dataset_version)
+        run = client.create_run(experiment_id, tags={"dataset": DATASET, "dataset_version": dataset_version})
+        model_version = client.create_model_version(settings.registered_model, source=f"runs:/{run.info.run_id}/model", run_id=run.info.run_id).version
+        # Cached references of distinct sizes tell which one a report used, with no detector to run.
+        buffer = io.BytesIO()
+        pd.DataFrame([image_features(np.full((64, 64, 3), 90 + row, np.uint8), jpeg_quality=None, mask_coverage=0.1, confidence=0.9) for row in range(rows)]).to_parquet(buffer, index=False)
+        store.put_bytes(settings.lake_bucket, reference_key(DATASET, dataset_version, str(model_version)), buffer.getvalue())
+        model_versions[rows] = str(model_version)
+    client.set_registered_model_alias(settings.registered_model, "champion", model_versions[5])
+    batch = io.BytesIO()
+    pd.DataFrame([image_features(np.full((48, 80, 3), 100, np.uint8), jpeg_quality=None, mask_coverage=0.1, confidence=0.9)] * 3).to_parquet(batch, index=False)
+    store.put_bytes(settings.outbox_bucket, "photos.zip.features.parquet", batch.getvalue())
+    processed = {
+        "name": "photos.zip", "status": "cleaned", "features_key": "photos.zip.features.parquet",
+        "outbox_bucket": settings.outbox_bucket, "model_version": model_versions[5], "finished_at": "2026-11-22T10:00:00+00:00",
+    }  # fmt: skip
+
+    client.set_registered_model_alias(settings.registered_model, "champion", model_versions[9])  # the promotion in between
+    summary = drift_report_for_batch(settings, processed)
+
+    assert summary["n_reference"] == 5  # model version 1's reference, not the new champion's 9 rows
+    assert summary["model_version"] == model_versions[5]
 
 
 def test_failed_or_imageless_items_are_skipped_without_alert(settings: Settings, store: ObjectStore) -> None:

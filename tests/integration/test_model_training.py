@@ -79,7 +79,7 @@ def test_cli_trains_logs_to_mlflow_and_pyfunc_loads_at_any_size(settings: Settin
     assert loaded.stdout.strip().splitlines()[-1] == "(2, 77, 131) float32 True True"
 
     # The removal pipeline's loader caches by version: the second load skips the download.
-    from clearmark.model.detector import load_detector
+    from clearmark.model.loading import load_detector
 
     load_detector(f"models:/{settings.registered_model}@champion", settings)
     started = time.monotonic()
@@ -113,7 +113,7 @@ def test_interrupted_training_resumes_in_the_same_run(settings: Settings, synth_
 def test_fine_tuning_starts_from_the_given_detectors_weights(settings: Settings, synth_folder: Path, tmp_path: Path) -> None:
     import torch
 
-    from clearmark.model.detector import DetectorConfig, build_network, load_detector, save_detector
+    from clearmark.model.detector import DetectorConfig, build_network, load_detector_folder, save_detector
 
     config = TrainConfig(data_dir=synth_folder, epochs=1, **TINY)
     torch.manual_seed(12345)  # weights the run's own seed would not produce
@@ -123,7 +123,7 @@ def test_fine_tuning_starts_from_the_given_detectors_weights(settings: Settings,
 
     result = train(settings, replace(config, init_from=str(tmp_path / "start")))
 
-    tuned = load_detector(result["export_dir"]).network.state_dict()
+    tuned = load_detector_folder(result["export_dir"]).network.state_dict()
     fresh = build_network(config.detector_config()).state_dict()
     convs = [k for k, v in start.state_dict().items() if k.endswith("weight") and v.ndim == 4]
     assert all(torch.allclose(tuned[k], start.state_dict()[k], atol=1e-6) for k in convs)

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from clearmark.model.detector import load_detector
+from clearmark.model.detector import load_detector_folder
 from clearmark.model.metrics import quality_label
 from clearmark.settings import REPO_ROOT
 
@@ -28,7 +28,7 @@ def test_baseline_ships_weights_card_and_metrics() -> None:
 
 
 def test_baseline_predicts_at_sizes_it_never_trained_on() -> None:
-    detector = load_detector(BASELINE, device="cpu")
+    detector = load_detector_folder(BASELINE, device="cpu")
     assert detector.config.image_size == 256  # its last stage trained on whole 256 px images
     probabilities = detector.predict_proba(np.full((1, 200, 301, 3), 127, np.uint8))
     assert probabilities.shape == (1, 200, 301)
@@ -48,7 +48,7 @@ def test_recorded_metrics_match_a_fresh_evaluation_on_the_embedded_test_split(tm
     options = source.synthetic
     generate_synthetic(tmp_path / "embedded", options.count, options.seed, size=options.size, progress=False)
     data = load_training_data(settings, "synthetic", data_dir=tmp_path / "embedded")
-    report = evaluate_split(load_detector(BASELINE, device="cpu"), data, "test", progress=False)
+    report = evaluate_split(load_detector_folder(BASELINE, device="cpu"), data, "test", progress=False)
     recorded = json.loads((BASELINE / "metrics.json").read_text())
     assert report["images"] == recorded["test_images"]
     for name in ("iou", "dice", "precision", "recall"):
@@ -61,10 +61,10 @@ def test_baseline_finds_more_of_the_mark_at_its_working_size_than_at_native_reso
     from PIL import Image
 
     from clearmark.data.synth import generate_synthetic
+    from clearmark.model.inference import DetectionOptions, detect_images
     from clearmark.model.metrics import PixelCounts
-    from clearmark.removal.detection import DetectionOptions, detect_images
 
-    detector = load_detector(BASELINE, device="cpu")
+    detector = load_detector_folder(BASELINE, device="cpu")
     assert detector.config.detect_side == 384
     summary = generate_synthetic(tmp_path, 16, seed=99, size=512, styles=styles, progress=False)
     images = [np.asarray(Image.open(summary.out_dir / "watermarked" / name).convert("RGB")) for name in summary.names]

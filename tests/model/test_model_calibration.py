@@ -49,7 +49,7 @@ def test_calibrated_threshold_is_written_into_config_and_card(tmp_path: Path) ->
     folder = save_detector(build_network(CONFIG), CONFIG, tmp_path / "det", metrics={"val_iou": 0.5})
     history = [{"epoch": 1, "elapsed_s": 60.0, "val_iou": 0.5}]
     update_detector_metrics(folder, {"val_iou_calibrated": 0.6, "history": history}, threshold=0.35)
-    assert load_detector(folder).config.threshold == 0.35
+    assert load_detector_folder(folder).config.threshold == 0.35
     assert json.loads((folder / "metrics.json").read_text()) == {"val_iou": 0.5, "val_iou_calibrated": 0.6, "history": history}
     card = (folder / "MODEL_CARD.md").read_text()
     assert "| mask threshold | 0.35 |" in card and "| val_iou_calibrated | 0.6000 |" in card and "history" not in card  # scalars only
@@ -84,7 +84,7 @@ def test_calibrate_detector_never_lowers_validation_iou(tmp_path: Path) -> None:
     result = calibrate_detector(folder, data, progress=False)
 
     assert result["iou"] >= result["val_iou_before"]
-    detector = load_detector(folder)
+    detector = load_detector_folder(folder)
     assert detector.config.threshold == result["threshold"]
     metrics = json.loads((folder / "metrics.json").read_text())
     assert metrics["val_iou"] == 0.1 and metrics["val_iou_calibrated"] == result["iou"]

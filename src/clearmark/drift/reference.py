@@ -20,8 +20,6 @@ if TYPE_CHECKING:
     from clearmark.settings import Settings
     from clearmark.storage import ObjectStore
 
-CHAMPION_ALIAS = "champion"
-
 
 class DriftReferenceError(RuntimeError):
     """The drift reference cannot be found or built; the message says what to do."""
@@ -32,15 +30,36 @@ def reference_key(dataset: str, version: str, model_version: str) -> str:
     return f"features/{dataset}/{version}/reference-{model_version}.parquet"
 
 
+def champion_version(settings: Settings) -> str:
+    """The version number of ``settings.registered_model`` that carries the ``champion`` alias."""
+    from mlflow.exceptions import MlflowException
+
+    from clearmark.model.registry import CHAMPION, mlflow_client
+
+    name = settings.registered_model
+    try:
+        return str(mlflow_client(settings).get_model_version_by_alias(name, CHAMPION).version)
+    except MlflowException as exc:
+        reason = str(exc).splitlines()[0][:200]
+        raise DriftReferenceError(
+            f"No '{CHAMPION}' version of model {name!r} at {settings.mlflow_tracking_uri} ({reason}): train and "
+            "promote a detector first (`clearmark train`, `clearmark promote`), or pass --reference to compare with a file."
+        ) from exc
+
+
 def champion_training_data(settings: Settings, store: ObjectStore) -> tuple[str, str]:
-    """``(dataset, dataset_version)`` the champion detector was trained on.
+    """``(dataset, dataset_version)`` the current champion was trained on (see :func:`model_training_data`)."""
+    return model_training_data(settings, store, champion_version(settings))
+
+
+def model_training_data(settings: Settings, store: ObjectStore, model_version: str) -> tuple[str, str]:
+    """``(dataset, dataset_version)`` version ``model_version`` of ``settings.registered_model`` was trained on.
 
     Read from the tags ``dataset`` and ``dataset_version`` of the run behind the model
-    version that carries the ``champion`` alias (the model version's own tags are
-    used when the run lacks them).  A champion that names no published version (the
-    bundled baseline, trained from a local folder of the same synthetic generator, or a
-    model registered by hand) is compared with the latest published version of
-    ``settings.dataset``, and a warning says so.
+    version (the model version's own tags are used when the run lacks them).  A model
+    that names no published version (the bundled baseline, trained from a local folder of
+    the same synthetic generator, or a model registered by hand) is compared with the
+    latest published version of ``settings.dataset``, and a warning says so.
     """
     import logging
 
@@ -52,17 +71,19 @@ def champion_training_data(settings: Settings, store: ObjectStore) -> tuple[str,
 
     client = mlflow_client(settings)
     name = settings.registered_model
+    if not model_version.isdigit():
+        raise DriftReferenceError(
+            f"Detector version {model_version!r} is not a version of registered model {name!r} (a detector folder names no "
+            "training data): process with a registered model, or pass --reference to compare with a features file."
+        )
     try:
-        model_version = client.get_model_version_by_alias(name, CHAMPION_ALIAS)
+        registered = client.get_model_version(name, model_version)
     except MlflowException as exc:
         reason = str(exc).splitlines()[0][:200]
-        raise DriftReferenceError(
-            f"No '{CHAMPION_ALIAS}' version of model {name!r} at {settings.mlflow_tracking_uri} ({reason}): train and "
-            "promote a detector first (`clearmark train`, `clearmark promote`), or pass --reference to compare with a file."
-        ) from exc
-    tags = dict(model_version.tags or {})
-    if model_version.run_id:
-        tags = {**tags, **client.get_run(model_version.run_id).data.tags}
+        raise DriftReferenceError(f"Model {name!r} has no version {model_version} at {settings.mlflow_tracking_uri} ({reason}).") from exc
+    tags = dict(registered.tags or {})
+    if registered.run_id:
+        tags = {**tags, **client.get_run(registered.run_id).data.tags}
     dataset, version = tags.get("dataset"), tags.get("dataset_version")
     if dataset and version and version in published_versions(store, dataset):
         return dataset, version
@@ -70,13 +91,13 @@ def champion_training_data(settings: Settings, store: ObjectStore) -> tuple[str,
         fallback = latest_version(store, settings.dataset)
     except DatasetNotFoundError as exc:
         raise DriftReferenceError(
-            f"Model {name!r} version {model_version.version} names no published training data (dataset_version "
+            f"Model {name!r} version {model_version} names no published training data (dataset_version "
             f"{version!r} of {dataset!r}) and dataset {settings.dataset!r} has no published version to compare with: "
             "run the ETL (`clearmark etl run`), or pass --reference."
         ) from exc
     logging.getLogger(__name__).warning(
-        "Champion %s v%s names no published training data (%r/%r); drift is measured against %s/%s.",
-        name, model_version.version, dataset, version, settings.dataset, fallback,
+        "Model %s v%s names no published training data (%r/%r); drift is measured against %s/%s.",
+        name, model_version, dataset, version, settings.dataset, fallback,
     )  # fmt: skip
     return settings.dataset, fallback
 
@@ -166,15 +187,19 @@ def load_reference(settings: Settings, store: ObjectStore, key: str) -> pd.DataF
     return pd.read_parquet(io.BytesIO(store.get_bytes(settings.lake_bucket, key)))
 
 
-def champion_reference(settings: Settings, store: ObjectStore) -> str:
-    """Key of the reference for the current champion; built on first use, else no model is loaded."""
-    from clearmark.model.detector import load_detector, resolve_model_version
+def model_reference(settings: Settings, store: ObjectStore, model_version: str) -> str:
+    """Key of the reference for one version of ``settings.registered_model``; built on first use, else no model is loaded."""
+    from clearmark.model.loading import load_detector
 
-    dataset, version = champion_training_data(settings, store)
-    name, model_version = resolve_model_version(f"models:/{settings.registered_model}@{CHAMPION_ALIAS}", settings)
+    dataset, version = model_training_data(settings, store, model_version)
     key = reference_key(dataset, version, model_version)
     if store.exists(settings.lake_bucket, key):
         return key
     # Pinned to the version number, so a promotion in between cannot mix two models.
     detector = load_detector(f"models:/{settings.registered_model}/{model_version}", settings)
     return ensure_reference(settings, store, dataset, version, detector)
+
+
+def champion_reference(settings: Settings, store: ObjectStore) -> str:
+    """Key of the reference for the current champion (see :func:`model_reference`)."""
+    return model_reference(settings, store, champion_version(settings))

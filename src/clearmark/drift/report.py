@@ -205,18 +205,24 @@ def drift_for_batch(
     *,
     report_date: str | None = None,
     reference: str | None = None,
+    model_version: str | None = None,
 ) -> dict[str, Any]:
     """Build the drift report of one batch: features file in, summary out.
 
-    ``reference`` is a features file (local or s3://); without it the champion's cached
-    reference is used (and built on first use).
+    ``reference`` is a features file (local or s3://); without it the cached reference of
+    ``model_version`` (a version of ``settings.registered_model``; default: the champion's)
+    is used, and built on first use.
     """
-    from clearmark.drift.reference import champion_reference, load_reference
+    from clearmark.drift.reference import champion_reference, load_reference, model_reference
 
     report_date = report_date or datetime.now(UTC).date().isoformat()
     validate_report_id(report_date, archive)
     batch = read_features(settings, store, features)
-    baseline = read_features(settings, store, reference) if reference else load_reference(settings, store, champion_reference(settings, store))
+    if reference:
+        baseline = read_features(settings, store, reference)
+    else:
+        key = model_reference(settings, store, model_version) if model_version else champion_reference(settings, store)
+        baseline = load_reference(settings, store, key)
     return build_drift_report(settings, store, batch, baseline, archive, report_date)
 
 
@@ -225,7 +231,8 @@ def drift_report_for_batch(settings: Settings, result: dict[str, Any]) -> dict[s
 
     Items that failed, or that held no image, have nothing to compare: the summary then
     says why (``skipped``) and raises no alert.  The report is dated by the day the item
-    was processed, so a retry overwrites the same report.
+    was processed, so a retry overwrites the same report.  The reference is that of the
+    ``model_version`` the item was processed with, even if ``champion`` has moved since.
     """
     import io
 
@@ -244,8 +251,9 @@ def drift_report_for_batch(settings: Settings, result: dict[str, Any]) -> dict[s
     if batch.empty:
         return {**skipped, "reason": "the item held no image, so there are no features to compare"}
     report_date = str(result.get("finished_at") or datetime.now(UTC).isoformat())[:10]
-    summary = drift_for_batch(settings, store, f"s3://{bucket}/{features_key}", archive, report_date=report_date)
-    return {**summary, "skipped": False, "model_version": result.get("model_version")}
+    model_version = str(result.get("model_version"))
+    summary = drift_for_batch(settings, store, f"s3://{bucket}/{features_key}", archive, report_date=report_date, model_version=model_version)
+    return {**summary, "skipped": False, "model_version": model_version}
 
 
 def list_reports(store: ObjectStore, *, limit: int = 500) -> list[dict[str, Any]]:

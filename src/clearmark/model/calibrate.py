@@ -41,8 +41,8 @@ def calibrate_threshold(
     Returns ``{"threshold", "iou", "iou_at_current", "by_threshold"}``; ties keep the threshold
     closest to the detector's current one.
     """
+    from clearmark.model.inference import full_size_probabilities
     from clearmark.progress import progress_bar
-    from clearmark.removal.detection import full_size_probabilities
 
     counts = {t: PixelCounts() for t in candidates}
     seen = 0
@@ -105,9 +105,9 @@ def calibrate_detector(folder: Path, data: LocalDataset, *, progress: bool = Tru
     Each step is kept only if validation IoU does not drop; the folder is rewritten with
     the result (new weights get a new ``weights_sha256``).  Returns what was measured.
     """
-    from clearmark.model.detector import CONFIG_FILE, METRICS_FILE, load_detector, save_detector, update_detector_metrics
+    from clearmark.model.detector import CONFIG_FILE, METRICS_FILE, load_detector_folder, save_detector, update_detector_metrics
 
-    detector = load_detector(folder, device="cpu")
+    detector = load_detector_folder(folder, device="cpu")
     val_rows = data.split("val")
     # The threshold grid of the weights as trained: the fallback if new BatchNorm statistics do worse.
     as_trained = calibrate_threshold(detector, data.pairs(val_rows), progress=progress)

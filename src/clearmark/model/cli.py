@@ -6,14 +6,12 @@ last stdout line: the Airflow task reads it as its XCom (local process or Docker
 
 from __future__ import annotations
 
+import inspect
 import json
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import typer
-
-ARCHITECTURE_HELP = "smp architecture: Unet, UnetPlusPlus, FPN, DeepLabV3Plus, Segformer, Linknet."
-ENCODER_HELP = "smp encoder: mit_b0, mit_b1, mit_b2, mit_b5, mobilenet_v2, resnet18, resnet34, efficientnet-b0."
 
 
 def _print_result(result: dict[str, Any]) -> None:
@@ -33,89 +31,46 @@ def _limit_threads(threads: int | None) -> None:
         torch.set_num_threads(threads)
 
 
-def parse_detect_side(value: str) -> int | None:
-    """``--detect-side``: ``auto`` -> None (taken from the training data), else a whole number of pixels (0: native)."""
-    if value.strip().lower() == "auto":
-        return None
-    try:
-        return int(value)
-    except ValueError:
-        raise ValueError(f"--detect-side must be auto, 0 (native resolution) or a number of pixels, got {value!r}.") from None
+def _train_parameters() -> list[inspect.Parameter]:
+    """``clearmark train``'s options, one per :class:`~clearmark.model.train_config.TrainConfig` field."""
+    from clearmark.model.train_config import train_options
+
+    parameters = []
+    for train_option in train_options():
+        spec, schema = train_option.spec, train_option.spec.schema
+        value_type: Any = train_option.value_type
+        extra: dict[str, Any] = {}
+        if "enum" in schema:
+            value_type = Literal[tuple(schema["enum"])]  # a choice, listed in the help
+        elif spec.text is not None:
+            value_type = str if train_option.default is not None else str | None
+        elif value_type in (int, float, int | None, float | None):
+            extra.update(min=schema.get("minimum"), max=schema.get("maximum"))
+        show_default = spec.none_means if train_option.default is None else True
+        annotation = Annotated[value_type, typer.Option(train_option.flag, help=spec.help, show_default=show_default, **extra)]
+        parameters.append(inspect.Parameter(train_option.name, inspect.Parameter.KEYWORD_ONLY, default=train_option.default, annotation=annotation))
+    return parameters
 
 
-def train_command(
-    dataset: Annotated[str | None, typer.Option(help="Curated dataset name (default: settings.dataset).")] = None,
-    dataset_version: Annotated[str | None, typer.Option(help="Published version (default: the latest).")] = None,
-    data_dir: Annotated[Path | None, typer.Option(help="Local folder (curated layout or `clearmark synth` output) instead of object storage.")] = None,
-    architecture: Annotated[str, typer.Option(help=ARCHITECTURE_HELP)] = "Unet",
-    encoder: Annotated[str, typer.Option(help=ENCODER_HELP)] = "mit_b0",
-    decoder_channels: Annotated[str | None, typer.Option(help="Five comma-separated U-Net decoder widths, e.g. 128,64,32,16,16.")] = None,
-    image_size: Annotated[int, typer.Option(help="Training crop side in pixels (multiple of 32).")] = 256,
-    detect_side: Annotated[
-        str,
-        typer.Option(help="Long side removal downscales photos to before detecting: auto (the training images' median long side), 0 (native) or pixels."),
-    ] = "auto",
-    epochs: Annotated[int, typer.Option(min=1)] = 20,
-    batch_size: Annotated[int, typer.Option(min=1)] = 8,
-    learning_rate: Annotated[float, typer.Option(min=0.0)] = 1e-3,
-    scheduler: Annotated[str, typer.Option(help="onecycle or cosine.")] = "onecycle",
-    seed: Annotated[int, typer.Option()] = 42,
-    patience: Annotated[int, typer.Option(min=1, help="Epochs without a better val IoU before stopping.")] = 5,
-    max_minutes: Annotated[float | None, typer.Option(min=0.01, help="Stop after the epoch that passes this much training time.")] = None,
-    resume: Annotated[Path | None, typer.Option(help="last.pt checkpoint of an interrupted run.")] = None,
-    num_workers: Annotated[int | None, typer.Option(help="DataLoader workers (default: 0 on CPU, 4 on GPU).")] = None,
-    encoder_weights: Annotated[Path | None, typer.Option(help="Local pretrained encoder weights (.safetensors/.pth).")] = None,
-    init_from: Annotated[
-        str | None, typer.Option(help="Fine-tune this detector (folder or models:/ URI, e.g. models:/clearmark-detector@champion); same network options.")
-    ] = None,
-    checkpoint_dir: Annotated[Path | None, typer.Option(help="Where checkpoints go (default: $CLEARMARK_HOME/checkpoints/<run id>).")] = None,
-    threads: Annotated[int | None, typer.Option(help="torch CPU threads.")] = None,
-    run_name: Annotated[str | None, typer.Option(help="MLflow run name.")] = None,
-) -> None:
+def train_command(**values: Any) -> None:
     """Train the watermark detector and log it to MLflow; last line: {"run_id", "model_uri", "best_val_iou"}."""
-    from clearmark.data.dataset import DatasetError
+    from clearmark.model.data import DatasetError
     from clearmark.model.detector import DetectorError
     from clearmark.model.registry import MlflowUnavailableError
-    from clearmark.model.train import TrainConfig, TrainingError, train
+    from clearmark.model.train import TrainingError, train
+    from clearmark.model.train_config import config_from_cli
     from clearmark.settings import get_settings
 
-    _limit_threads(threads)
-    if scheduler not in ("onecycle", "cosine"):
-        raise _fail(ValueError(f"--scheduler must be onecycle or cosine, got {scheduler!r}."))
     try:
-        side = parse_detect_side(detect_side)
-    except ValueError as exc:
-        raise _fail(exc) from exc
-    chosen_scheduler: Literal["onecycle", "cosine"] = "onecycle" if scheduler == "onecycle" else "cosine"
-    config = TrainConfig(
-        dataset=dataset,
-        dataset_version=dataset_version,
-        data_dir=data_dir,
-        architecture=architecture,
-        encoder=encoder,
-        decoder_channels=[int(c) for c in decoder_channels.split(",")] if decoder_channels else None,
-        image_size=image_size,
-        detect_side=side,
-        epochs=epochs,
-        batch_size=batch_size,
-        learning_rate=learning_rate,
-        scheduler=chosen_scheduler,
-        seed=seed,
-        patience=patience,
-        max_minutes=max_minutes,
-        resume=resume,
-        num_workers=num_workers,
-        encoder_weights=encoder_weights,
-        init_from=init_from,
-        checkpoint_dir=checkpoint_dir,
-        run_name=run_name,
-    )
-    try:
-        result = train(get_settings(), config)
+        result = train(get_settings(), config_from_cli(values))
     except (DatasetError, DetectorError, MlflowUnavailableError, TrainingError) as exc:
         raise _fail(exc) from exc
     if result:  # rank 0 only
         _print_result({k: result[k] for k in ("run_id", "model_uri", "best_val_iou")})
+
+
+# Typer reads the options from the signature: TrainConfig's fields declare them.
+train_command.__signature__ = inspect.Signature(_train_parameters())  # type: ignore[attr-defined]
 
 
 def evaluate_command(

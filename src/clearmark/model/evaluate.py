@@ -20,13 +20,13 @@ def evaluate_pairs(detector: Detector, pairs: Iterable[tuple[str, np.ndarray, np
     """Report over (id, RGB, mask) pairs, each scored at its own size.
 
     The detector sees each image as removal does (at its working size, see
-    :func:`clearmark.removal.detection.full_size_probabilities`), without the mask dilation
+    :func:`clearmark.model.inference.full_size_probabilities`), without the mask dilation
     that only serves inpainting. Aggregate metrics sum the confusion counts over all
     pixels of all images (large and small watermarks weigh by their pixels); the
     per-image IoU distribution shows how uneven the detector is.
     """
+    from clearmark.model.inference import full_size_probabilities
     from clearmark.progress import progress_bar
-    from clearmark.removal.detection import full_size_probabilities
 
     total_counts = PixelCounts()
     per_image: dict[str, float] = {}
@@ -75,7 +75,7 @@ def evaluate_model(
     from pathlib import Path
 
     from clearmark.data.catalog import load_training_data
-    from clearmark.model.detector import load_detector
+    from clearmark.model.loading import load_detector
     from clearmark.model.registry import log_report
 
     detector = load_detector(model, settings)

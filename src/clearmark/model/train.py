@@ -16,9 +16,10 @@ import random
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from clearmark.model.detector import PAD_MULTIPLE
+from clearmark.model.train_config import TrainConfig, TrainingError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -30,65 +31,6 @@ if TYPE_CHECKING:
     from clearmark.settings import Settings
 
 SAMPLE_GRID_IMAGES = 4
-
-
-class TrainingError(RuntimeError):
-    """Training stopped for a reason the user can act on (the message says how)."""
-
-
-@dataclass
-class TrainConfig:
-    """Everything a training run needs besides :class:`Settings`."""
-
-    dataset: str | None = None  # None: settings.dataset
-    dataset_version: str | None = None  # None: the latest published version
-    data_dir: Path | None = None  # a local folder instead of object storage
-    architecture: str = "Unet"
-    encoder: str = "mit_b0"
-    decoder_channels: list[int] | None = None
-    image_size: int = 256
-    epochs: int = 20
-    batch_size: int = 8
-    learning_rate: float = 1e-3
-    weight_decay: float = 1e-4
-    scheduler: Literal["onecycle", "cosine"] = "onecycle"
-    seed: int = 42
-    patience: int = 5  # epochs without a better validation IoU before stopping
-    max_minutes: float | None = None  # stop after the epoch that passes this much training time
-    threshold: float = 0.5
-    # Long side removal downscales photos to (DetectorConfig.detect_side). None: the training
-    # images' median long side, the scale the native-resolution crops showed watermarks at;
-    # 0: native resolution.
-    detect_side: int | None = None
-    resume: Path | None = None  # a last.pt written by an earlier run
-    num_workers: int | None = None  # None: 0 on CPU (cores are for compute), 4 on GPU
-    encoder_weights: Path | None = None  # local pretrained encoder weights
-    init_from: str | None = None  # a detector (folder or models:/ URI) whose weights this run fine-tunes
-    checkpoint_dir: Path | None = None
-    max_val_images: int = 256  # validation each epoch looks at this many val pairs at most
-    run_name: str | None = None
-
-    def detector_config(self) -> DetectorConfig:
-        """The detector part of this config, checked."""
-        from clearmark.model.detector import DetectorConfig
-
-        return DetectorConfig(self.architecture, self.encoder, self.image_size, self.threshold, self.decoder_channels).validate()
-
-    def validate(self) -> TrainConfig:
-        """Raise :class:`TrainingError` for values that cannot train."""
-        self.detector_config()
-        for name in ("epochs", "batch_size", "patience", "max_val_images"):
-            if getattr(self, name) < 1:
-                raise TrainingError(f"{name} must be at least 1, got {getattr(self, name)}.")
-        if self.detect_side is not None and self.detect_side != 0 and self.detect_side < PAD_MULTIPLE:
-            raise TrainingError(f"detect_side must be 0 (native resolution) or at least {PAD_MULTIPLE} px, got {self.detect_side}.")
-        if self.max_minutes is not None and not self.max_minutes > 0:
-            raise TrainingError(f"max_minutes must be positive, got {self.max_minutes}.")
-        if not self.learning_rate > 0:
-            raise TrainingError(f"learning_rate must be positive, got {self.learning_rate}.")
-        if self.resume is not None and not Path(self.resume).is_file():
-            raise TrainingError(f"Checkpoint {self.resume} does not exist; pass a last.pt from an earlier run's checkpoint folder.")
-        return self
 
 
 @dataclass
@@ -252,7 +194,7 @@ def _train_epoch(
 
 def _start_from_detector(network: torch.nn.Module, config: DetectorConfig, source: str, settings: Settings) -> None:
     """Copy the weights of an existing detector (e.g. the champion) into ``network`` to fine-tune it."""
-    from clearmark.model.detector import load_detector
+    from clearmark.model.loading import load_detector
 
     start = load_detector(source, settings, device="cpu")
     have = (start.config.architecture, start.config.encoder, start.config.decoder_channels)
@@ -294,13 +236,15 @@ def train(settings: Settings, config: TrainConfig) -> dict[str, Any]:
     from clearmark.model.calibrate import calibrate_detector
     from clearmark.data.catalog import load_training_data
     from clearmark.model.data import PairDataset, train_augmentations
-    from clearmark.model.detector import Detector, build_network, load_detector, save_detector
+    from clearmark.model.detector import Detector, build_network, load_detector_folder, save_detector
     from clearmark.model.evaluate import evaluate_pairs
     from clearmark.model.registry import MODEL_URI_TAG, check_mlflow, log_detector_model, use_tracking_server
 
     config.validate()
     world = _setup_distributed()
     seed_everything(config.seed + world.rank)
+    if config.threads:
+        torch.set_num_threads(config.threads)
     device = torch.device(f"cuda:{world.local_rank}" if torch.cuda.is_available() else "cpu")
     if world.is_main:
         check_mlflow(settings)  # before any download: an unreachable server fails in seconds
@@ -448,7 +392,7 @@ def train(settings: Settings, config: TrainConfig) -> dict[str, Any]:
                 "calibrated_threshold": calibration["threshold"],
             }
         )
-        best = load_detector(best_dir, device=str(device))
+        best = load_detector_folder(best_dir, device=str(device))
         mlflow.log_image(sample_grid(best, data, val_rows), "samples/predictions.png")
         model_uri = log_detector_model(best_dir)
         mlflow.set_tags({"best_val_iou": f"{best_iou:.4f}", MODEL_URI_TAG: model_uri})

@@ -1,0 +1,197 @@
+"""What a training run takes, declared once: the fields of :class:`TrainConfig`.
+
+Each field's metadata (:func:`option`) holds its help text, its bounds as a JSON schema and
+how the command line writes it.  ``clearmark train`` builds its options from these fields,
+the train DAG builds its form (Params) from them, and :func:`cli_arguments` turns the form's
+values back into the same command line.  Standard library only: the DAG file imports this.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, get_type_hints
+
+from clearmark.model.detector import ARCHITECTURES, ENCODERS, PAD_MULTIPLE
+
+if TYPE_CHECKING:
+    from clearmark.model.detector import DetectorConfig
+
+
+class TrainingError(RuntimeError):
+    """Training stopped for a reason the user can act on (the message says how)."""
+
+
+@dataclass(frozen=True)
+class OptionSpec:
+    """How one training option is offered: on the command line and in the DAG form."""
+
+    help: str
+    schema: Mapping[str, Any]  # JSON schema of a form value (the CLI's own bounds come from it too)
+    none_means: str | None = None  # what a None default stands for, shown as the default
+    text: Callable[[str], Any] | None = None  # the CLI reads this option as text and converts it
+    text_default: str | None = None  # the default as that text, if the field's default is not written as is
+    local_only: str | None = None  # why the DAG form leaves the option out
+    settings_default: str | None = None  # the Settings field a None default stands for
+
+
+def option(default: Any, help: str, schema: Mapping[str, Any] | None = None, **spec: Any) -> Any:  # noqa: A002 - help text
+    """A :class:`TrainConfig` field with its :class:`OptionSpec`."""
+    return field(default=default, metadata={"option": OptionSpec(help, schema or {}, **spec)})
+
+
+def parse_detect_side(value: str) -> int | None:
+    """``--detect-side``: ``auto`` -> None (taken from the training data), else a whole number of pixels (0: native)."""
+    if value.strip().lower() == "auto":
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise TrainingError(f"--detect-side must be auto, 0 (native resolution) or a number of pixels, got {value!r}.") from None
+
+
+def parse_decoder_channels(value: str) -> list[int]:
+    """``--decoder-channels 128,64,32,16,16`` -> five decoder widths."""
+    try:
+        return [int(width) for width in value.split(",")]
+    except ValueError:
+        raise TrainingError(f"--decoder-channels takes five comma-separated whole numbers (e.g. 128,64,32,16,16), got {value!r}.") from None
+
+
+ON_THE_TRAINER = "a path on the machine that runs the trainer"
+POSITIVE = {"exclusiveMinimum": 0}
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs besides :class:`Settings`; each field is one ``clearmark train`` option."""
+
+    dataset: str | None = option(None, "Curated dataset name.", {"type": "string", "minLength": 1}, none_means="settings.dataset", settings_default="dataset")
+    dataset_version: str = option(
+        "latest", "Published version to train, or latest.", {"type": "string", "pattern": "^(latest|v[0-9a-f]{12})$"}
+    )
+    data_dir: Path | None = option(
+        None,
+        "Local folder (curated layout or `clearmark synth` output) instead of object storage.",
+        none_means="object storage",
+        local_only="the DAG trains from the lake; a folder would be " + ON_THE_TRAINER,
+    )
+    architecture: str = option("Unet", "smp architecture.", {"type": "string", "enum": list(ARCHITECTURES)})
+    encoder: str = option(
+        "mit_b0", "smp encoder; mit_b5 is the reference design (GPU), mit_b0 / mobilenet_v2 suit a CPU.", {"type": "string", "enum": list(ENCODERS)}
+    )
+    decoder_channels: list[int] | None = option(
+        None,
+        "Five comma-separated U-Net decoder widths, e.g. 128,64,32,16,16 (smaller is faster on a CPU).",
+        {"type": ["null", "string"], "pattern": "^[1-9][0-9]*(,[1-9][0-9]*){4}$"},
+        none_means="the architecture's own",
+        text=parse_decoder_channels,
+    )
+    image_size: int = option(256, "Training crop side in pixels (multiple of 32).", {"type": "integer", "minimum": 64, "maximum": 1024, "multipleOf": PAD_MULTIPLE})
+    # Long side removal downscales photos to (DetectorConfig.detect_side). None: the training
+    # images' median long side, the scale the native-resolution crops showed watermarks at.
+    detect_side: int | None = option(
+        None,
+        "Long side removal downscales photos to before detecting: auto (the training images' median long side), 0 (native resolution) or pixels (at least 32).",
+        {"type": "string", "pattern": "^(auto|0|[1-9][0-9]*)$"},
+        text=parse_detect_side,
+        text_default="auto",
+    )
+    # 3, the train DAG's default: the Asset-triggered run of `make demo` trains with it.
+    epochs: int = option(3, "Epochs to train (early stopping may end sooner).", {"type": "integer", "minimum": 1, "maximum": 500})
+    batch_size: int = option(8, "Images per training step.", {"type": "integer", "minimum": 1, "maximum": 256})
+    learning_rate: float = option(1e-3, "Peak learning rate of AdamW.", {"type": "number", **POSITIVE, "maximum": 1})
+    weight_decay: float = option(1e-4, "AdamW weight decay.", {"type": "number", "minimum": 0})
+    scheduler: Literal["onecycle", "cosine"] = option("onecycle", "Learning-rate schedule.", {"type": "string", "enum": ["onecycle", "cosine"]})
+    seed: int = option(42, "Random seed of weights, augmentations and sampling.", {"type": "integer", "minimum": 0})
+    patience: int = option(5, "Epochs without a better validation IoU before stopping.", {"type": "integer", "minimum": 1})
+    max_minutes: float | None = option(
+        None, "Stop after the epoch that passes this much training time.", {"type": ["null", "number"], **POSITIVE}, none_means="no limit"
+    )
+    threshold: float = option(0.5, "Probability above which a pixel is watermark (calibrated after training).", {"type": "number", **POSITIVE, "exclusiveMaximum": 1})
+    resume: Path | None = option(None, "last.pt checkpoint of an interrupted run.", none_means="a new run", local_only=ON_THE_TRAINER)
+    num_workers: int | None = option(None, "DataLoader workers.", {"type": ["null", "integer"], "minimum": 0}, none_means="0 on CPU, 4 on GPU")
+    encoder_weights: Path | None = option(
+        None, "Local pretrained encoder weights (.safetensors/.pth).", none_means="random initialisation", local_only=ON_THE_TRAINER
+    )
+    init_from: str | None = option(
+        None,
+        "Fine-tune this detector: a folder or a models:/ URI such as models:/<name>@champion (same network options).",
+        {"type": ["null", "string"], "minLength": 1},
+        none_means="train from scratch",
+    )
+    checkpoint_dir: Path | None = option(
+        None, "Where checkpoints go.", none_means="$CLEARMARK_HOME/checkpoints/<run id>", local_only=ON_THE_TRAINER
+    )
+    max_val_images: int = option(256, "Validation pairs each epoch looks at, at most.", {"type": "integer", "minimum": 1})
+    threads: int | None = option(None, "torch CPU threads.", {"type": ["null", "integer"], "minimum": 1}, none_means="torch's default")
+    run_name: str | None = option(None, "MLflow run name.", none_means="MLflow's generated name", local_only="the DAG names the run after its own run id")
+
+    def detector_config(self) -> DetectorConfig:
+        """The detector part of this config, checked."""
+        from clearmark.model.detector import DetectorConfig
+
+        return DetectorConfig(self.architecture, self.encoder, self.image_size, self.threshold, self.decoder_channels).validate()
+
+    def validate(self) -> TrainConfig:
+        """Raise :class:`TrainingError` for values that cannot train."""
+        self.detector_config()
+        for name in ("epochs", "batch_size", "patience", "max_val_images"):
+            if getattr(self, name) < 1:
+                raise TrainingError(f"{name} must be at least 1, got {getattr(self, name)}.")
+        if self.detect_side is not None and self.detect_side != 0 and self.detect_side < PAD_MULTIPLE:
+            raise TrainingError(f"detect_side must be 0 (native resolution) or at least {PAD_MULTIPLE} px, got {self.detect_side}.")
+        if self.max_minutes is not None and not self.max_minutes > 0:
+            raise TrainingError(f"max_minutes must be positive, got {self.max_minutes}.")
+        if not self.learning_rate > 0:
+            raise TrainingError(f"learning_rate must be positive, got {self.learning_rate}.")
+        if self.resume is not None and not Path(self.resume).is_file():
+            raise TrainingError(f"Checkpoint {self.resume} does not exist; pass a last.pt from an earlier run's checkpoint folder.")
+        return self
+
+
+@dataclass(frozen=True)
+class TrainOption:
+    """One field of :class:`TrainConfig` as an option of ``clearmark train`` and a field of the DAG form."""
+
+    name: str
+    default: Any  # as the command line and the form write it (e.g. "auto")
+    value_type: Any  # the field's type
+    spec: OptionSpec
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def in_form(self) -> bool:
+        return self.spec.local_only is None
+
+
+def train_options() -> Iterator[TrainOption]:
+    """The options of ``clearmark train``, in :class:`TrainConfig`'s order."""
+    types = get_type_hints(TrainConfig)
+    for config_field in fields(TrainConfig):
+        spec: OptionSpec = config_field.metadata["option"]
+        default = config_field.default if spec.text_default is None else spec.text_default
+        yield TrainOption(config_field.name, default, types[config_field.name], spec)
+
+
+def cli_arguments(values: Mapping[str, Any]) -> list[str]:
+    """``clearmark train`` arguments (after ``train``) for the options named in ``values``; None leaves one out."""
+    arguments: list[str] = []
+    for train_option in train_options():
+        value = values.get(train_option.name)
+        if value is not None:
+            arguments += [train_option.flag, str(value)]
+    return arguments
+
+
+def config_from_cli(values: Mapping[str, Any]) -> TrainConfig:
+    """A :class:`TrainConfig` from command-line values (text options converted); raises :class:`TrainingError`."""
+    converted = {}
+    for train_option in train_options():
+        value = values[train_option.name]
+        converted[train_option.name] = train_option.spec.text(value) if train_option.spec.text and value is not None else value
+    return TrainConfig(**converted)
