@@ -16,6 +16,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from clearmark.data.features import FEATURE_COLUMNS
+from clearmark.errors import EXIT_FAILED
 from clearmark.model.inference import DetectionOptions, detect_images, tiles, working_shape
 from clearmark.removal.imageio import decode_image, from_upright
 from clearmark.removal.pipeline import remove_watermarks, sidecar
@@ -253,9 +254,9 @@ def test_remove_command_cleans_a_zip_with_a_saved_detector_folder(tmp_path, monk
     assert "unchanged_no_watermark': 4" in result.output
     assert _read_output(tmp_path / "out.zip") == _members()  # nothing found: every member byte-identical
     bad = runner.invoke(app, ["remove", str(tmp_path / "out.zip.report.csv"), str(tmp_path / "x.zip"), "--model", str(model)])
-    assert bad.exit_code == 2 and "not a zip, tar or tar.gz" in bad.output
+    assert bad.exit_code == EXIT_FAILED and "not a zip, tar or tar.gz" in bad.output
     no_model = runner.invoke(app, ["remove", str(source), str(tmp_path / "y.zip"), "--model", str(tmp_path)])
-    assert no_model.exit_code == 1 and "is not a detector folder" in no_model.output
+    assert no_model.exit_code == EXIT_FAILED and "is not a detector folder" in no_model.output
     assert not (tmp_path / "y.zip").exists()
     get_settings.cache_clear()
 

@@ -12,6 +12,9 @@ Readers validate the whole member list before any member is processed:
 Members are read one at a time (``Member.open`` streams from the archive file), so an
 archive is never held in memory.  Writers write to ``<output>.partial`` and rename it
 into place only when every member was written, so a failed run leaves no half output.
+They never delete what they did not write: :func:`check_output` refuses an existing
+output unless told to overwrite it, and a folder output then only gains or replaces the
+files of this run.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO, Any, Literal
 
+from clearmark.errors import ClearmarkError
 from clearmark.settings import Settings
 
 ArchiveKind = Literal["folder", "zip", "tar", "tar.gz"]
@@ -40,8 +44,12 @@ _RATIO_MIN_BYTES = 1024 * 1024
 _STORED_SUFFIXES = {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".gz", ".zip", ".mp4", ".mov"}
 
 
-class ArchiveError(ValueError):
+class ArchiveError(ClearmarkError, ValueError):
     """The archive as a whole cannot be processed safely; the message says why and what to do."""
+
+
+class OutputExistsError(ClearmarkError):
+    """The output path holds something this run did not write; the message says what to do."""
 
 
 def _setting_default(name: str) -> Any:
@@ -97,6 +105,41 @@ def kind_from_name(path: str | Path) -> ArchiveKind | None:
 def output_kind(path: Path) -> ArchiveKind:
     """Kind of an output path: its archive suffix, otherwise a folder."""
     return kind_from_name(path) or "folder"
+
+
+def requested_output_kind(path: Path) -> ArchiveKind:
+    """Kind of an output path a person typed: an archive suffix, or a folder (a name without
+    a suffix, or an existing folder); :class:`ArchiveError` for any other suffix (``out.rar``)."""
+    path = Path(path)
+    kind = kind_from_name(path)
+    if kind is not None:
+        return kind
+    if path.is_dir() or not path.suffix:
+        return "folder"
+    raise ArchiveError(
+        f"OUTPUT {path.name} ends in {path.suffix}, which is not a format clearmark writes. Name an archive "
+        f"({', '.join(sorted(ARCHIVE_SUFFIXES))}) or a folder without a suffix (or create that folder first)."
+    )
+
+
+def check_output(path: Path, *, folder: bool, overwrite: bool) -> None:
+    """Raise :class:`OutputExistsError` unless a run may write ``path`` (a folder or a file).
+
+    Nothing there, or an empty folder, is always fine.  An existing file is replaced only
+    with ``overwrite``; an existing folder with files is written into only with
+    ``overwrite``, and then keeps every file the run does not write.
+    """
+    path = Path(path)
+    if not path.exists() and not path.is_symlink():
+        return
+    if folder != path.is_dir():
+        what = "a folder" if path.is_dir() else "a file"
+        raise OutputExistsError(f"{path} is {what}, so the output cannot be written there; choose another OUTPUT.")
+    if overwrite or (folder and not any(path.iterdir())):
+        return
+    held = "already holds files" if folder else "already exists"
+    kept = " (files in it that this run does not write stay)" if folder else ""
+    raise OutputExistsError(f"{path} {held}; choose a new OUTPUT, or pass --overwrite to replace what this run writes{kept}.")
 
 
 def safe_relative_path(name: str) -> str:
@@ -377,10 +420,17 @@ class ArchiveWriter:
                 shutil.copyfileobj(stream, out, 1024 * 1024)
 
     def commit(self) -> Path:
-        """Close the output and move it into place (replacing an older output)."""
+        """Close the output and move it into place.
+
+        An archive replaces a file of the same name; a folder is moved into an existing
+        folder file by file, so files this run did not write stay.
+        """
         self._close()
-        self._remove(self.path)
-        self.partial.rename(self.path)
+        if self.kind == "folder" and self.path.is_dir():
+            _move_files_into(self.partial, self.path)
+            shutil.rmtree(self.partial)  # only its emptied folders are left
+        else:
+            self.partial.replace(self.path)
         return self.path
 
     def abort(self) -> None:
@@ -409,6 +459,18 @@ class ArchiveWriter:
             shutil.rmtree(path)
         else:
             path.unlink(missing_ok=True)
+
+
+def _move_files_into(source: Path, target: Path) -> None:
+    """Move every file below ``source`` to the same relative path below ``target``."""
+    for path in sorted(source.rglob("*")):
+        if path.is_dir():
+            continue
+        destination = target / path.relative_to(source)
+        if destination.is_dir() and not destination.is_symlink():
+            raise OutputExistsError(f"{destination} is a folder, so the output file cannot replace it; choose another OUTPUT.")
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        path.replace(destination)  # replaces a link itself, never what it points to
 
 
 def _zip_time(mtime: float) -> tuple[int, int, int, int, int, int]:

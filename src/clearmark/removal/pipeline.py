@@ -36,6 +36,7 @@ from clearmark.model.inference import (
     resize_for_detector,
     usable_cores,
 )
+from clearmark.removal.archive import ArchiveError, ArchiveReader, ArchiveWriter, Limits, Member, check_output, output_kind
 from clearmark.removal.imageio import ImageDecodeError, is_image_name
 from clearmark.removal.report import MemberRow, RemovalReport
 
@@ -51,11 +52,21 @@ _POLL_S = 0.1  # how often blocked threads look at the stop flag
 _BATCH_WAIT_S = 0.05  # how long the detector waits for a batch to fill before running it
 _SPOOL_BYTES = 8 * 1024 * 1024  # non-image members above this go to a temporary file
 _MAX_BYTES_PER_PIXEL = 8  # uncompressed 16-bit RGBA: no image file within the pixel cap is larger
+REPORT_JSON, REPORT_CSV, FEATURES, MASKS = ".report.json", ".report.csv", ".features.parquet", ".masks.zip"
 
 
 def sidecar(output: Path, suffix: str) -> Path:
     """``<output><suffix>``, e.g. ``photos.zip.report.json`` or ``cleaned.report.json``."""
     return output.with_name(output.name + suffix)
+
+
+def check_outputs(output_path: Path, *, save_masks: bool, overwrite: bool) -> None:
+    """Raise ``OutputExistsError`` unless the run may write its output and each file next to it
+    (see :func:`clearmark.removal.archive.check_output`)."""
+    output_path = Path(output_path)
+    check_output(output_path, folder=output_kind(output_path) == "folder", overwrite=overwrite)
+    for suffix in (REPORT_JSON, REPORT_CSV, FEATURES, *((MASKS,) if save_masks else ())):
+        check_output(sidecar(output_path, suffix), folder=False, overwrite=overwrite)
 
 
 @dataclass
@@ -322,6 +333,7 @@ def remove_watermarks(
     options: DetectionOptions,
     limits: Limits | None = None,
     save_masks: bool = False,
+    overwrite: bool = False,
     progress: bool = True,
 ) -> RemovalOutputs:
     """Clean every image of ``input_path`` (archive or folder) into ``output_path``.
@@ -329,6 +341,8 @@ def remove_watermarks(
     The output has the kind its name says (``.zip``, ``.tar``, ``.tar.gz``/``.tgz``,
     otherwise a folder) and the input's relative paths.  Raises :class:`ArchiveError`
     when the input as a whole is unreadable or hostile; then no output is left behind.
+    An existing output is refused (``OutputExistsError``) unless ``overwrite``; even then
+    a folder keeps the files this run does not write.
     """
     import pandas as pd
 
@@ -338,6 +352,7 @@ def remove_watermarks(
     input_path, output_path = Path(input_path).resolve(), Path(output_path).resolve()
     if output_path == input_path or output_path.is_relative_to(input_path):
         raise ArchiveError(f"OUTPUT {output_path} must lie outside INPUT {input_path}; choose another output path")
+    check_outputs(output_path, save_masks=save_masks, overwrite=overwrite)
     limits = limits or Limits()
     output_path.parent.mkdir(parents=True, exist_ok=True)
     started_at, started = datetime.now(UTC), time.perf_counter()
@@ -347,10 +362,10 @@ def remove_watermarks(
             input=str(input_path), output=str(output_path), kind=output_kind(output_path), model_version=detector.version,
             inpainter=inpainter.name, threshold=options.threshold, started_at=started_at.isoformat(),
         ),  # fmt: skip
-        report_json=sidecar(output_path, ".report.json"),
-        report_csv=sidecar(output_path, ".report.csv"),
-        features=sidecar(output_path, ".features.parquet"),
-        masks=sidecar(output_path, ".masks.zip") if save_masks else None,
+        report_json=sidecar(output_path, REPORT_JSON),
+        report_csv=sidecar(output_path, REPORT_CSV),
+        features=sidecar(output_path, FEATURES),
+        masks=sidecar(output_path, MASKS) if save_masks else None,
     )
     rows: list[MemberRow | None] = []
     features: list[dict[str, float]] = []

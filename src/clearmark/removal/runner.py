@@ -74,12 +74,17 @@ def run_removal(
     save_masks: bool = False,
     threshold: float | None = None,
     batch_size: int | None = None,
+    overwrite: bool = False,
     progress: bool = False,
 ) -> RemovalOutputs:
-    """Clean ``input_path`` into ``output_path`` with the configured detector and inpainter."""
-    from clearmark.model.inference import DetectionOptions
-    from clearmark.removal.pipeline import remove_watermarks
+    """Clean ``input_path`` into ``output_path`` with the configured detector and inpainter.
 
+    An existing output is refused unless ``overwrite`` (see :func:`remove_watermarks`).
+    """
+    from clearmark.model.inference import DetectionOptions
+    from clearmark.removal.pipeline import check_outputs, remove_watermarks
+
+    check_outputs(output_path, save_masks=save_masks, overwrite=overwrite)  # before a model is loaded
     detector = get_detector(settings, model)
     return remove_watermarks(
         input_path,
@@ -89,6 +94,7 @@ def run_removal(
         options=DetectionOptions.for_detector(detector, settings, threshold=threshold, batch_size=batch_size),
         limits=Limits.from_settings(settings),
         save_masks=save_masks,
+        overwrite=overwrite,
         progress=progress,
     )
 
