@@ -52,8 +52,14 @@ def status_command(home: Path | None = HomeOption) -> None:
     """Each service's health, URL and how to log in."""
     from clearmark.stack.manager import status
 
-    states = status(home or default_home())
-    for s in states:
+    home = (home or default_home()).resolve()
+    for s in status(home):
+        if s.other:
+            typer.echo(
+                f"{s.name:<10} {'port in use':<24} pid {'-':<8} {s.url:<28} {s.other} answers there, not this home's "
+                f"({home}): use that stack (--home or CLEARMARK_HOME) or stop it before `clearmark stack up` here"
+            )
+            continue
         state = "healthy" if s.healthy else ("running, not healthy yet" if s.pid else "stopped")
         typer.echo(f"{s.name:<10} {state:<24} pid {s.pid or '-':<8} {s.url:<28} {s.login}")
 

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from clearmark.settings import Settings, load_settings
 from clearmark.stack.services import ProcessManager, ServiceSpec, airflow_spec, http_ok, mlflow_spec, seaweedfs_spec
 
 SERVICE_ORDER = ("seaweedfs", "mlflow", "airflow")
+# The port each service is reached on (a Settings field), probed when this home runs none.
+SERVICE_PORTS = {"seaweedfs": "s3_port", "mlflow": "mlflow_port", "airflow": "airflow_port"}
+HOME_VARIABLE = "CLEARMARK_HOME"
 
 
 @dataclass(frozen=True)
@@ -20,6 +23,7 @@ class ServiceStatus:
     healthy: bool
     url: str
     login: str
+    other: str | None = None  # what answers on the port instead, when this home runs no such service
 
 
 def ensure_credentials(home: Path) -> Settings:
@@ -43,7 +47,9 @@ def ensure_credentials(home: Path) -> Settings:
 
 
 def service_specs(settings: Settings) -> dict[str, ServiceSpec]:
-    return {"seaweedfs": seaweedfs_spec(settings), "mlflow": mlflow_spec(settings), "airflow": airflow_spec(settings)}
+    specs = {"seaweedfs": seaweedfs_spec(settings), "mlflow": mlflow_spec(settings), "airflow": airflow_spec(settings)}
+    # Every service carries its home, so `status` run from another home can say whose it is.
+    return {name: replace(spec, env={**spec.env, HOME_VARIABLE: str(settings.home)}) for name, spec in specs.items()}
 
 
 def up(home: Path, *, with_airflow: bool = True, echo=print) -> Settings:  # noqa: ANN001 - echo is print-like
@@ -88,16 +94,48 @@ def airflow_password(settings: Settings) -> str | None:
 
 
 def status(home: Path) -> list[ServiceStatus]:
+    """Each service of ``home``; where it runs none but its port answers, who answers instead."""
     settings = load_settings(home=home)
     manager = ProcessManager(settings.home)
+    specs = service_specs(settings) if settings.s3_access_key_id else {}
     result = []
     for name in SERVICE_ORDER:
-        spec = service_specs(settings)[name] if settings.s3_access_key_id else None
-        url = spec.url if spec else "-"
+        spec = specs.get(name)
+        port = getattr(settings, SERVICE_PORTS[name])
+        url = spec.url if spec else f"http://{settings.bind_host}:{port}"
         login = spec.login if spec else "run `clearmark stack up` first"
         if name == "airflow" and (password := airflow_password(settings)):
             login = f"user admin, password {password}"
-        result.append(
-            ServiceStatus(name=name, pid=manager.running_pid(name), healthy=bool(spec) and http_ok(spec.health_url), url=url, login=login)
-        )
+        pid = manager.running_pid(name)
+        other = None if pid else port_owner(settings.bind_host, port)
+        healthy = other is None and spec is not None and http_ok(spec.health_url)
+        result.append(ServiceStatus(name=name, pid=pid, healthy=healthy, url=url, login=login, other=other))
     return result
+
+
+def port_owner(host: str, port: int) -> str | None:
+    """Who answers on ``host:port`` (its pid, and its clearmark home where it has one); ``None`` if nobody does."""
+    import socket
+
+    import psutil
+
+    try:
+        with socket.create_connection((host, port), timeout=1.0):
+            pass
+    except OSError:
+        return None
+    try:
+        pid = next((c.pid for c in psutil.net_connections("tcp") if c.status == psutil.CONN_LISTEN and c.laddr.port == port and c.pid), None)
+    except psutil.AccessDenied:  # macOS lists sockets to root only
+        pid = None
+    if pid is None:
+        return "a process this user cannot inspect"
+    process = psutil.Process(pid)
+    for candidate in (process, *process.parents()):  # a worker's parent may be the one started with the home
+        try:
+            home = candidate.environ().get(HOME_VARIABLE)
+        except psutil.Error:
+            continue
+        if home:
+            return f"pid {pid}, the stack of home {home}"
+    return f"pid {pid} ({' '.join(process.cmdline()[:3])})"
