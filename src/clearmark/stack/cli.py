@@ -12,7 +12,7 @@ from clearmark.settings import default_home
 
 stack_app = typer.Typer(help="The embedded stack: SeaweedFS (S3), MLflow and Airflow on 127.0.0.1.", no_args_is_help=True)
 
-HomeOption = typer.Option(None, "--home", help="State folder (default $CLEARMARK_HOME or ./.clearmark).")
+HomeOption = typer.Option(None, "--home", help="State folder of the stack.", show_default="$CLEARMARK_HOME, else ./.clearmark")
 
 
 @contextmanager
