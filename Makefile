@@ -5,9 +5,13 @@ PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo test up down status bench
+.PHONY: install data-packages demo test up down status bench
 
-install: $(VENV)/.installed
+install: $(VENV)/.installed data-packages
+
+# Photos and fonts of the generator's photo styles (Debian packages; without apt it says what is missing).
+data-packages:
+	@sh scripts/install-data-packages.sh
 
 # Re-installs when the dependency set changes; the constraints pin the whole tested set.
 $(VENV)/.installed: pyproject.toml constraints.txt

@@ -167,3 +167,64 @@ def test_cli_synth_takes_styles_and_reports_them(tmp_path: Path) -> None:
     assert sorted(p.name for p in (tmp_path / "watermarked").iterdir()) == ["synth_00000.png", "synth_00001.png"]
     refused = CliRunner().invoke(app, ["synth", "--out", str(tmp_path), "--styles", "fancy"])
     assert refused.exit_code != 0
+
+
+# --- photo styles: the bench's held-out set shares no photo source, font or logo shape with training ---
+
+
+def _debian_packages(role: str) -> set[str]:
+    from clearmark.data.marks import FONT_SOURCES
+    from clearmark.data.photos import PHOTO_SOURCES
+
+    photo = {source.package for source in PHOTO_SOURCES if source.role == role and source.installer == "debian"}
+    return photo | {source.package for source in FONT_SOURCES if source.role == role}
+
+
+def test_photo_sources_fonts_and_shapes_of_train_and_heldout_are_disjoint() -> None:
+    from clearmark.data.marks import FONT_SOURCES, PHOTO_HELDOUT_STYLES, PHOTO_TRAIN_STYLES
+    from clearmark.data.photos import PHOTO_SOURCES, RESERVED_PACKAGES, photo_files
+
+    for attribute in ("name", "package"):
+        train = {getattr(s, attribute) for s in PHOTO_SOURCES if s.role == "train"}
+        held = {getattr(s, attribute) for s in PHOTO_SOURCES if s.role == "heldout"}
+        assert train and held and not train & held
+    train_files = {path for files in photo_files("train").values() for path in files}
+    assert train_files and not train_files & {path for files in photo_files("heldout").values() for path in files}
+    for attribute in ("package", "family"):
+        train = {getattr(s, attribute) for s in FONT_SOURCES if s.role == "train"}
+        held = {getattr(s, attribute) for s in FONT_SOURCES if s.role == "heldout"}
+        assert len(train) >= 10 and len(held) >= 8 and not train & held
+    train_fonts = {path.name for s in FONT_SOURCES if s.role == "train" for path in s.files()}
+    assert not train_fonts & {path.name for s in FONT_SOURCES if s.role == "heldout" for path in s.files()}
+    assert (PHOTO_TRAIN_STYLES.role, PHOTO_HELDOUT_STYLES.role) == ("train", "heldout")
+    assert not set(PHOTO_TRAIN_STYLES.logo_shapes) & set(PHOTO_HELDOUT_STYLES.logo_shapes)
+    # Reserved packages serve neither split, and nothing but the declared reserved sources names them.
+    used = _debian_packages("train") | _debian_packages("heldout")
+    assert not used & RESERVED_PACKAGES
+    assert {s.package for s in PHOTO_SOURCES if s.role == "reserved"} <= RESERVED_PACKAGES
+    assert all(s.role != "reserved" for s in FONT_SOURCES)
+
+
+def test_the_install_script_installs_exactly_the_declared_packages() -> None:
+    from clearmark.data.photos import RESERVED_PACKAGES
+    from clearmark.settings import REPO_ROOT
+
+    script = (REPO_ROOT / "scripts" / "install-data-packages.sh").read_text()
+    listed = set(script.split('PACKAGES="', 1)[1].split('"', 1)[0].split())
+    assert listed == _debian_packages("train") | _debian_packages("heldout")
+    assert not listed & RESERVED_PACKAGES
+
+
+def test_photo_heldout_items_use_only_heldout_sources_fonts_and_shapes(tmp_path: Path) -> None:
+    from clearmark.data.marks import FONT_SOURCES, PHOTO_HELDOUT_STYLES
+    from clearmark.data.photos import SOURCES_BY_NAME
+    from clearmark.data.synth import PROCEDURAL_WEIGHTS
+
+    summary = generate_synthetic(tmp_path, 30, SEED, size=96, styles="photo-heldout", progress=False)
+    heldout_fonts = {path.name for s in FONT_SOURCES if s.role == "heldout" for path in s.files()}
+    photo_backgrounds = [item for item in summary.items if item.background not in PROCEDURAL_WEIGHTS]
+    assert len(photo_backgrounds) >= 20  # mostly real photographs
+    for item in summary.items:
+        assert item.background in PROCEDURAL_WEIGHTS or SOURCES_BY_NAME[item.background].role == "heldout", item
+        assert item.fonts and set(item.fonts) <= heldout_fonts, item
+        assert set(item.logos) <= set(PHOTO_HELDOUT_STYLES.logo_shapes), item

@@ -13,7 +13,15 @@ hearts, shields) and opacities outside 0.2-0.8 (faint or strong), for benchmarks
 watermarks the detector has not seen.  The default ``styles="train"`` is what the
 embedded dataset and the bundled baseline were made with, and stays byte-identical.
 
-Every mask is exact: 255 where the watermark's shape alpha (before the opacity
+``styles="photo-train"`` and ``"photo-heldout"`` draw the watermark families seen in practice
+(:mod:`clearmark.data.marks`) on crops of real photographs (:mod:`clearmark.data.photos`),
+from disjoint photo sources, font families and logo shapes, and also write each mark's exact
+soft matte (``alpha/``, 16-bit) and colour layer (``colour/``, RGB), with
+``watermarked = alpha * colour + (1 - alpha) * clean`` up to rounding (and JPEG, when
+``jpeg_quality`` re-compresses the watermarked image).  ``photo_folder`` draws the
+backgrounds from the user's own clean photos instead.
+
+Every mask of the train and heldout styles is exact: 255 where the watermark's shape alpha (before the opacity
 fade) is >= 0.5, else 0.  Shape alpha below 0.5 is dropped before compositing, so a
 pixel outside the mask is byte-identical to the clean image.
 
@@ -31,9 +39,12 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+from clearmark.data.logos import LOGO_DRAWERS
+from clearmark.data.photos import photo_crop
+
 if TYPE_CHECKING:
     import numpy as np
-    from PIL import ImageDraw, ImageFont
+    from PIL import ImageFont
 
 # scikit-image images stored in its wheel (others need a pooch download).  Images that
 # are themselves text or documents ("page", "text") are left out: a clean image with
@@ -92,7 +103,10 @@ TRAIN_STYLES = StyleSet("train", (None, *DEJAVU_FONTS), LOGO_SHAPES, ((0.2, 0.8)
 # A small gap to the training range, so that no held-out opacity is one training could draw.
 HELDOUT_STYLES = StyleSet("heldout", HELDOUT_FONTS, HELDOUT_LOGO_SHAPES, ((0.12, 0.18), (0.82, 0.95)))
 STYLE_SETS = {style_set.name: style_set for style_set in (TRAIN_STYLES, HELDOUT_STYLES)}
-Styles = Literal["train", "heldout"]
+Styles = Literal["train", "heldout", "photo-train", "photo-heldout"]
+# Procedural backgrounds of the photo styles: scikit-image's photos ("natural") are a photo source of their own there.
+PROCEDURAL_WEIGHTS = {kind: weight for kind, weight in BACKGROUND_WEIGHTS.items() if kind != "natural"}
+JPEG_QUALITY_RANGE = (70, 98)  # what --jpeg-quality may ask for
 
 
 @dataclass(frozen=True)
@@ -106,6 +120,8 @@ class SynthItem:
     fonts: tuple[str, ...]  # font file names of its text (PILLOW_FONT for Pillow's built-in one)
     logos: tuple[str, ...]  # shapes of its logos
     opacity: float
+    photo: str = ""  # file name of the photograph under it (photo styles)
+    jpeg_quality: int | None = None  # quality the watermarked image was re-compressed at
 
 
 @dataclass(frozen=True)
@@ -133,31 +149,52 @@ class SynthSummary:
 
 
 def synth_name(index: int) -> str:
-    """File name of image ``index`` (identical in clean/, watermarked/ and masks/)."""
+    """File name of image ``index`` (identical in clean/, watermarked/, masks/, and alpha/ and colour/ of photo styles)."""
     return f"synth_{index:05d}.png"
 
 
 def generate_synthetic(
-    out_dir: Path, count: int, seed: int, *, size: int = 256, styles: Styles = "train", progress: bool = True
+    out_dir: Path,
+    count: int,
+    seed: int,
+    *,
+    size: int = 256,
+    styles: Styles = "train",
+    progress: bool = True,
+    jpeg_quality: tuple[int, int] | None = None,
+    photo_folder: Path | None = None,
 ) -> SynthSummary:
     """Write ``count`` triples to ``out_dir/{clean,watermarked,masks}/synth_NNNNN.png``.
 
-    Same ``(count, seed, size, styles)`` gives byte-identical files; nothing is downloaded.
+    Same arguments give byte-identical files; nothing is downloaded.
     ``styles="heldout"`` draws watermarks in fonts, logo shapes and opacities that the
-    default ``"train"`` styles never use (see :data:`HELDOUT_STYLES`).
+    default ``"train"`` styles never use (see :data:`HELDOUT_STYLES`).  The photo styles
+    (module docstring) add ``alpha/`` and ``colour/``; with them, ``jpeg_quality=(low, high)``
+    re-compresses each watermarked image at a quality drawn in that range, and
+    ``photo_folder`` takes the backgrounds from a folder of the user's clean photos.
     """
-    import numpy as np
-    from PIL import Image
-
-    from clearmark.progress import progress_bar
+    from clearmark.data.marks import MARK_STYLE_SETS
 
     if count < 1:
         raise ValueError(f"count must be at least 1 (got {count}).")
     if size < 64:
         raise ValueError(f"size must be at least 64 pixels so that watermarks stay legible (got {size}).")
+    if styles in MARK_STYLE_SETS:
+        return _generate_on_photos(Path(out_dir), count, seed, size, styles, progress, jpeg_quality, photo_folder)
     style_set = STYLE_SETS.get(styles)
     if style_set is None:
-        raise ValueError(f"styles must be one of {', '.join(STYLE_SETS)} (got {styles!r}).")
+        raise ValueError(f"styles must be one of {', '.join([*STYLE_SETS, *MARK_STYLE_SETS])} (got {styles!r}).")
+    if jpeg_quality is not None or photo_folder is not None:
+        raise ValueError(f"jpeg_quality and photo_folder need a photo style ({', '.join(MARK_STYLE_SETS)}), not {styles!r}.")
+    return _generate_procedural(Path(out_dir), count, seed, size, styles, style_set, progress)
+
+
+def _generate_procedural(out_dir: Path, count: int, seed: int, size: int, styles: Styles, style_set: StyleSet, progress: bool) -> SynthSummary:
+    import numpy as np
+    from PIL import Image
+
+    from clearmark.progress import progress_bar
+
     _require_fonts(style_set)
     out_dir = Path(out_dir)
     folders = {part: out_dir / part for part in ("clean", "watermarked", "masks")}
@@ -173,6 +210,72 @@ def generate_synthetic(
         Image.fromarray(mask).save(folders["masks"] / item.name, format="PNG", compress_level=PNG_LEVEL)
         items.append(item)
     return SynthSummary(out_dir=out_dir, count=count, seed=seed, size=size, items=tuple(items), styles=styles)
+
+
+def _generate_on_photos(
+    out_dir: Path, count: int, seed: int, size: int, styles: Styles, progress: bool,
+    jpeg_quality: tuple[int, int] | None, photo_folder: Path | None,
+) -> SynthSummary:  # fmt: skip
+    import numpy as np
+    from PIL import Image
+
+    from clearmark.data.marks import MARK_STYLE_SETS, draw_mark, font_files
+    from clearmark.data.photos import folder_photos, photo_files
+    from clearmark.progress import progress_bar
+
+    mark_styles = MARK_STYLE_SETS[styles]
+    if jpeg_quality is not None and not JPEG_QUALITY_RANGE[0] <= jpeg_quality[0] <= jpeg_quality[1] <= JPEG_QUALITY_RANGE[1]:
+        raise ValueError(f"jpeg_quality must be (low, high) with {JPEG_QUALITY_RANGE[0]} <= low <= high <= {JPEG_QUALITY_RANGE[1]} (got {jpeg_quality}).")
+    font_files(mark_styles.role)  # a missing font package is reported before anything is written
+    if photo_folder is not None:
+        sources = {"folder": folder_photos(photo_folder)}
+    else:
+        sources = photo_files(mark_styles.role)
+    source_of = {path: name for name, paths in sources.items() for path in paths}
+    backgrounds = sorted(source_of)
+    folders = {part: out_dir / part for part in ("clean", "watermarked", "masks", "alpha", "colour")}
+    for folder in folders.values():
+        folder.mkdir(parents=True, exist_ok=True)
+
+    items: list[SynthItem] = []
+    for index in progress_bar(range(count), desc=f"{styles} images", unit="img", disable=not progress):
+        rng = np.random.default_rng(np.random.SeedSequence([seed, index]))
+        if photo_folder is None and rng.random() < mark_styles.procedural_share:
+            background = _choose(rng, PROCEDURAL_WEIGHTS)
+            clean, photo = _BACKGROUNDS[background](rng, size), ""
+        else:
+            clean, path = photo_crop(rng, backgrounds, size)
+            background, photo = source_of[path], path.name
+        matte, mark = draw_mark(rng, size, mark_styles)
+        watermarked = matte.blend(clean)
+        quality = None
+        if jpeg_quality is not None:  # its own stream: switching JPEG on leaves the marks as they were
+            quality = int(np.random.default_rng(np.random.SeedSequence([seed, index, 1])).integers(jpeg_quality[0], jpeg_quality[1] + 1))
+            watermarked = _jpeg_round_trip(watermarked, quality)
+        mask = matte.footprint
+        name = synth_name(index)
+        for part, array in (("clean", clean), ("watermarked", watermarked), ("masks", (mask * 255).astype(np.uint8)), ("alpha", matte.alpha_png()), ("colour", matte.colour)):
+            Image.fromarray(array).save(folders[part] / name, format="PNG", compress_level=PNG_LEVEL)
+        items.append(
+            SynthItem(
+                name=name, background=background, watermark=mark.family, coverage=float(mask.mean()), fonts=mark.fonts,
+                logos=mark.logos, opacity=mark.opacity, photo=photo, jpeg_quality=quality,
+            )
+        )
+    return SynthSummary(out_dir=out_dir, count=count, seed=seed, size=size, items=tuple(items), styles=styles)
+
+
+def _jpeg_round_trip(rgb: np.ndarray, quality: int) -> np.ndarray:
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(rgb).save(buffer, format="JPEG", quality=quality)
+    buffer.seek(0)
+    with Image.open(buffer) as decoded:
+        return np.asarray(decoded.convert("RGB"))
 
 
 # --- one triple ---------------------------------------------------------------------------
@@ -475,124 +578,11 @@ def _logo_layer(rng: np.random.Generator, pen: _Pen, side: int, rotation: float)
     shape = pen.styles.logo_shapes[int(rng.integers(len(pen.styles.logo_shapes)))]
     pen.logos.append(shape)
     ring_width = max(SUPERSAMPLE * 2, int(radius * rng.uniform(0.15, 0.3)))
-    _LOGO_DRAWERS[shape](ImageDraw.Draw(layer), rng, centre, radius, ring_width)
+    LOGO_DRAWERS[shape](ImageDraw.Draw(layer), rng, centre, radius, ring_width)
     layer = layer.reduce(SUPERSAMPLE)
     if rotation:
         layer = layer.rotate(rotation, resample=Image.Resampling.BICUBIC, expand=True)
     return np.asarray(layer, np.float32) / 255.0
-
-
-# Each drawer paints 255 on the supersampled layer, inside the circle of ``radius`` around
-# (centre, centre); ``ring_width`` is the stroke of outlined variants.
-
-
-def _draw_disc(draw: ImageDraw.ImageDraw, rng: np.random.Generator, centre: float, radius: float, ring_width: int) -> None:
-    draw.ellipse([centre - radius, centre - radius * rng.uniform(0.6, 1.0), centre + radius, centre + radius], fill=255)
-
-
-def _draw_ring(draw: ImageDraw.ImageDraw, rng: np.random.Generator, centre: float, radius: float, ring_width: int) -> None:
-    draw.ellipse([centre - radius, centre - radius, centre + radius, centre + radius], outline=255, width=ring_width)
-
-
-def _draw_star(draw: ImageDraw.ImageDraw, rng: np.random.Generator, centre: float, radius: float, ring_width: int) -> None:
-    draw.polygon(_star_points(centre, radius, int(rng.integers(5, 9)), float(rng.uniform(0.4, 0.6))), fill=255)
-
-
-def _draw_badge(draw: ImageDraw.ImageDraw, rng: np.random.Generator, centre: float, radius: float, ring_width: int) -> None:
-    _draw_ring(draw, rng, centre, radius, ring_width)
-    _draw_star(draw, rng, centre, radius - ring_width * 1.6, ring_width)
-
-
-def _draw_rounded_rect(draw: ImageDraw.ImageDraw, rng: np.random.Generator, centre: float, radius: float, ring_width: int) -> None:
-    box = [centre - radius, centre - radius * rng.uniform(0.5, 1.0), centre + radius, centre + radius * rng.uniform(0.5, 1.0)]
-    corner = int(radius * rng.uniform(0.1, 0.5))
-    if rng.random() < 0.5:
-        draw.rounded_rectangle(box, radius=corner, fill=255)
-    else:
-        draw.rounded_rectangle(box, radius=corner, outline=255, width=ring_width)
-
-
-def _draw_polygon(draw: ImageDraw.ImageDraw, rng: np.random.Generator, centre: float, radius: float, ring_width: int) -> None:
-    draw.regular_polygon((centre, centre, radius), int(rng.integers(3, 9)), rotation=float(rng.uniform(0, 360)), fill=255)
-
-
-def _draw_cross(draw: ImageDraw.ImageDraw, rng: np.random.Generator, centre: float, radius: float, ring_width: int) -> None:
-    arm = radius * rng.uniform(0.16, 0.3)  # half the bar thickness
-    draw.rectangle([centre - radius, centre - arm, centre + radius, centre + arm], fill=255)
-    draw.rectangle([centre - arm, centre - radius, centre + arm, centre + radius], fill=255)
-
-
-def _draw_crescent(draw: ImageDraw.ImageDraw, rng: np.random.Generator, centre: float, radius: float, ring_width: int) -> None:
-    draw.ellipse([centre - radius, centre - radius, centre + radius, centre + radius], fill=255)
-    cut = radius * rng.uniform(0.75, 0.95)  # a smaller disc, shifted towards a random side, is cut out
-    angle = rng.uniform(0, 2 * math.pi)
-    shift = radius * rng.uniform(0.3, 0.55)
-    x, y = centre + shift * math.cos(angle), centre + shift * math.sin(angle)
-    draw.ellipse([x - cut, y - cut, x + cut, y + cut], fill=0)
-
-
-def _draw_arrow(draw: ImageDraw.ImageDraw, rng: np.random.Generator, centre: float, radius: float, ring_width: int) -> None:
-    shaft = radius * rng.uniform(0.18, 0.3)  # half the shaft thickness
-    head = radius * rng.uniform(0.7, 1.0)  # head length
-    barb = radius * rng.uniform(0.6, 0.9)  # half the head width
-    outline = [(-radius, -shaft), (radius - head, -shaft), (radius - head, -barb), (radius, 0.0), (radius - head, barb), (radius - head, shaft), (-radius, shaft)]
-    draw.polygon(_turned(outline, centre, math.pi / 2 * int(rng.integers(4))), fill=255)
-
-
-def _draw_heart(draw: ImageDraw.ImageDraw, rng: np.random.Generator, centre: float, radius: float, ring_width: int) -> None:
-    # The classic parametric heart, x in [-16, 16] and y in [-17, 12] before scaling.
-    scale = radius / 17
-    steps = [2 * math.pi * k / 96 for k in range(96)]
-    outline = [(16 * math.sin(t) ** 3, -(13 * math.cos(t) - 5 * math.cos(2 * t) - 2 * math.cos(3 * t) - math.cos(4 * t)) - 2.5) for t in steps]
-    points = [(centre + x * scale, centre + y * scale) for x, y in outline]
-    if rng.random() < 0.7:
-        draw.polygon(points, fill=255)
-    else:
-        draw.polygon(points, outline=255, width=ring_width)
-
-
-def _draw_shield(draw: ImageDraw.ImageDraw, rng: np.random.Generator, centre: float, radius: float, ring_width: int) -> None:
-    half_width = radius * rng.uniform(0.65, 0.85)
-    shoulder = radius * rng.uniform(-0.1, 0.3)  # where the straight sides start curving to the tip
-    steps = [k / 24 for k in range(25)]
-    # Vertical where the straight sides end, meeting at an angle at the bottom tip.
-    right = [(half_width * math.cos(math.pi / 2 * t), shoulder + (radius - shoulder) * t) for t in steps]
-    outline = [(-half_width, -radius), (half_width, -radius), *right, *[(-x, y) for x, y in reversed(right)]]
-    points = [(centre + x, centre + y) for x, y in outline]
-    if rng.random() < 0.6:
-        draw.polygon(points, fill=255)
-    else:
-        draw.polygon(points, outline=255, width=ring_width)
-
-
-_LOGO_DRAWERS = {
-    "disc": _draw_disc,
-    "ring": _draw_ring,
-    "star": _draw_star,
-    "badge": _draw_badge,
-    "rounded_rect": _draw_rounded_rect,
-    "polygon": _draw_polygon,
-    "cross": _draw_cross,
-    "crescent": _draw_crescent,
-    "arrow": _draw_arrow,
-    "heart": _draw_heart,
-    "shield": _draw_shield,
-}
-
-
-def _star_points(centre: float, radius: float, points: int, inner_ratio: float) -> list[tuple[float, float]]:
-    vertices = []
-    for k in range(points * 2):
-        r = radius if k % 2 == 0 else radius * inner_ratio
-        angle = math.pi * k / points - math.pi / 2
-        vertices.append((centre + r * math.cos(angle), centre + r * math.sin(angle)))
-    return vertices
-
-
-def _turned(outline: list[tuple[float, float]], centre: float, angle: float) -> list[tuple[float, float]]:
-    """``outline`` (relative to the centre) rotated by ``angle`` and moved to (centre, centre)."""
-    cos, sin = math.cos(angle), math.sin(angle)
-    return [(centre + x * cos - y * sin, centre + x * sin + y * cos) for x, y in outline]
 
 
 def _stamp(canvas: np.ndarray, layer: np.ndarray, x: int, y: int) -> None:
