@@ -173,7 +173,7 @@ def test_bad_inpainters_fail_before_any_image_is_made(
     detector: Any, tmp_path: Path, inpainters: tuple[str, ...], error: type, message: str
 ) -> None:
     with pytest.raises(error, match=message):
-        measure_quality(detector, tmp_path / "work", images=2, size=64, inpainters=inpainters, progress=False)
+        measure_quality(detector, tmp_path / "work", images=2, size=64, inpainters=inpainters, progress=False, settings=Settings(home=tmp_path / "home"))
     assert not (tmp_path / "work").exists()
 
 

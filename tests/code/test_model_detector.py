@@ -10,6 +10,8 @@ import pytest
 import torch
 
 from clearmark.model.detector import (
+    ARCHITECTURES,
+    ENCODERS,
     Detector,
     DetectorConfig,
     DetectorError,
@@ -35,6 +37,15 @@ def test_unknown_names_list_the_choices() -> None:
         build_network(DetectorConfig(encoder="vgg_huge"))
     with pytest.raises(DetectorError, match="multiple of 32"):
         DetectorConfig(image_size=100).validate()
+
+
+def test_the_accepted_names_are_smps_own() -> None:
+    """The one list of choices (CLI help, DAG form, config check) names only what smp itself registers."""
+    import segmentation_models_pytorch as smp
+
+    smp_architectures = {model.__name__ for model in smp.MODEL_ARCHITECTURES_MAPPING.values()}
+    assert set(ARCHITECTURES) <= smp_architectures, set(ARCHITECTURES) - smp_architectures
+    assert set(ENCODERS) <= set(smp.encoders.get_encoder_names()), set(ENCODERS) - set(smp.encoders.get_encoder_names())
 
 
 @pytest.mark.parametrize("shape", [(1, 37, 53, 3), (2, 64, 96, 3), (1, 130, 31, 3)])

@@ -100,16 +100,16 @@ def measure_quality(
     inpainters: Sequence[str] = ("telea",),
     diffusers: bool = False,
     progress: bool = True,
-    settings: Settings | None = None,
+    settings: Settings,
 ) -> dict[str, Any]:
     """Mask and removal quality of ``detector`` on ``images`` held-out synthetic images of ``size`` px (written under ``work``).
 
     ``inpainters`` are registry names run on the true and on the predicted mask;
     ``diffusers=True`` (where a GPU is present) adds Stable Diffusion on the predicted
-    mask.  Detection options and inpainters come from ``settings`` (default: the
-    process settings), as in production.  Returns JSON-ready figures rounded to 4
-    decimals (see the module docstring); each removal method has ``seconds``: the wall
-    time to make its images (for predicted masks, production detection included).
+    mask.  Detection options and inpainters come from ``settings``, as in production.
+    Returns JSON-ready figures rounded to 4 decimals (see the module docstring); each
+    removal method has ``seconds``: the wall time to make its images (for predicted
+    masks, production detection included).
     """
     import numpy as np
 
@@ -122,13 +122,11 @@ def measure_quality(
     from clearmark.model.metrics import PixelCounts
     from clearmark.progress import progress_bar
     from clearmark.removal.inpaint import DiffusersModelNotFoundError, get_inpainter, inpaint_images
-    from clearmark.settings import get_settings
 
     if "diffusers" in inpainters:
         raise ValueError(
             "Pass diffusers=True to benchmark the diffusers inpainter (it runs on the predicted mask, where a GPU is present)."
         )
-    settings = settings or get_settings()
     built = {name: get_inpainter(name, settings) for name in inpainters}  # unknown names and missing models fail here
     diffuser, diffusers_skipped = None, DIFFUSERS_SKIPPED
     if diffusers:

@@ -110,7 +110,7 @@ def run_benchmarks(
             ),  # fmt: skip
             "model_load": measure_model_load(settings, source, work / "load"),
         },
-        "quality": lambda: measure_quality(detector, work / "quality", images=profile.quality_images, diffusers=profile.diffusers),
+        "quality": lambda: measure_quality(detector, work / "quality", images=profile.quality_images, diffusers=profile.diffusers, settings=settings),
         "training": lambda: {
             **measure_training(settings, work / "training", profile.train_recipes, minutes=profile.train_minutes, images=profile.train_pairs),
             "bundled_baseline_recorded": recorded_baseline_history(settings.baseline_dir),

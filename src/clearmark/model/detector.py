@@ -23,8 +23,10 @@ if TYPE_CHECKING:
     import numpy as np
     import torch
 
-# The names the CLI, the DAG form and config files accept.  They are smp class and
-# encoder names; the list is short on purpose: these are the ones tried here.
+# The names the CLI, the DAG form (both through clearmark.model.train_config) and config
+# files accept: smp class and encoder names (tests/code/test_model_detector.py checks them
+# against smp's registries).  The list is short on purpose: these are the ones tried here.
+# UnetPlusPlus and Linknet take every encoder here but the MiT (mit_*) ones, as smp says.
 ARCHITECTURES: tuple[str, ...] = ("Unet", "UnetPlusPlus", "FPN", "DeepLabV3Plus", "Segformer", "Linknet")
 ENCODERS: tuple[str, ...] = (
     "mit_b0",

@@ -5,9 +5,9 @@ Every inpainter takes an ``H x W x 3`` uint8 RGB image and an ``H x W`` uint8 ma
 same size in which only masked pixels may differ.  Inpainters are chosen by name
 from a registry, like smp's encoders::
 
-    inpainter = get_inpainter("telea")              # OpenCV, CPU, default
-    inpainter = get_inpainter("ns", radius=5)       # OpenCV Navier-Stokes (scale=1.0: full resolution)
-    inpainter = get_inpainter("diffusers", settings) # Stable Diffusion inpainting
+    inpainter = get_inpainter("telea", settings)            # OpenCV, CPU, default
+    inpainter = get_inpainter("ns", settings, radius=5)     # OpenCV Navier-Stokes (scale=1.0: full resolution)
+    inpainter = get_inpainter("diffusers", settings)        # Stable Diffusion inpainting
     cleaned = inpainter.inpaint(rgb, mask)
 
 New inpainters (e.g. LaMa) register a factory with :func:`register_inpainter`.
@@ -27,7 +27,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, runtime_checkable
 
-from clearmark.settings import Settings, get_settings
+from clearmark.settings import Settings
 
 if TYPE_CHECKING:
     import numpy as np
@@ -85,7 +85,7 @@ def available_inpainters() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def get_inpainter(name: str, settings: Settings | None = None, **options: Any) -> Inpainter:
+def get_inpainter(name: str, settings: Settings, **options: Any) -> Inpainter:
     """Build the inpainter registered as ``name``.
 
     ``options`` go to its factory (``radius`` for the OpenCV ones; ``num_inference_steps``,
@@ -98,7 +98,7 @@ def get_inpainter(name: str, settings: Settings | None = None, **options: Any) -
             f"Unknown inpainter {name!r}. Available inpainters: {', '.join(available_inpainters())} "
             f"(set CLEARMARK_INPAINTER or pass --inpainter with one of them)."
         )
-    return factory(settings or get_settings(), **options)
+    return factory(settings, **options)
 
 
 def inpaint_images(inpainter: Inpainter, rgbs: Sequence[np.ndarray], masks: Sequence[np.ndarray]) -> list[np.ndarray]:
