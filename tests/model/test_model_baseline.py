@@ -37,9 +37,9 @@ def test_baseline_predicts_at_sizes_it_never_trained_on() -> None:
 @pytest.mark.slow
 def test_recorded_metrics_match_a_fresh_evaluation_on_the_embedded_test_split(tmp_path: Path) -> None:
     """Regenerates the embedded synthetic dataset (config/sources.yaml) and re-measures the test split."""
+    from clearmark.data.catalog import load_training_data
     from clearmark.data.sources import load_sources
     from clearmark.data.synth import generate_synthetic
-    from clearmark.data.catalog import load_training_data
     from clearmark.model.evaluate import evaluate_split
     from clearmark.settings import load_settings
 

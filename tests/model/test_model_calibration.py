@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from clearmark.model.detector import Detector, DetectorConfig, build_network, load_detector, save_detector, update_detector_metrics
+from clearmark.data.catalog import load_training_data
 from clearmark.data.synth import generate_synthetic
 from clearmark.model.calibrate import calibrate_detector, calibrate_threshold, recalibrate_batchnorm
-from clearmark.data.catalog import load_training_data
+from clearmark.model.detector import Detector, DetectorConfig, build_network, load_detector_folder, save_detector, update_detector_metrics
 from clearmark.settings import Settings
 
 CONFIG = DetectorConfig(architecture="Unet", encoder="mobilenet_v2", image_size=64, decoder_channels=[16, 16, 16, 16, 8])

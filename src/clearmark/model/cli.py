@@ -88,7 +88,7 @@ def evaluate_command(
     from clearmark.data.dataset import DatasetError
     from clearmark.model.detector import DetectorError
     from clearmark.model.evaluate import evaluate_model
-    from clearmark.model.registry import MlflowUnavailableError
+    from clearmark.model.registry import MlflowUnavailableError, champion_uri
     from clearmark.settings import get_settings
 
     _limit_threads(threads)
@@ -96,7 +96,7 @@ def evaluate_command(
     try:
         report = evaluate_model(
             settings,
-            model or f"models:/{settings.registered_model}@champion",
+            model or champion_uri(settings),
             dataset=dataset,
             dataset_version=dataset_version,
             data_dir=str(data_dir) if data_dir else None,
