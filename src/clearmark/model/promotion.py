@@ -101,12 +101,19 @@ def gate_candidate(settings: Settings, run_id: str) -> dict[str, Any]:
     """
     from clearmark.data.catalog import load_training_data
     from clearmark.model.gate import decide, load_gate_config
+    from mlflow.exceptions import MlflowException
+
     from clearmark.model.registry import check_mlflow, log_report, mlflow_client
 
     check_mlflow(settings)
     gate = load_gate_config(settings.gate_file)
     client = mlflow_client(settings)
-    tags = client.get_run(run_id).data.tags
+    try:
+        tags = client.get_run(run_id).data.tags
+    except MlflowException as exc:
+        raise PromotionError(
+            f"MLflow at {settings.mlflow_tracking_uri} has no run {run_id!r}: pass the run_id that `clearmark train` printed on its last line."
+        ) from exc
     location = tags.get("data_location", "")
     data_dir = Path(location) if location and not location.startswith("s3://") else None
     data = load_training_data(settings, tags.get("dataset"), tags.get("dataset_version"), data_dir)
