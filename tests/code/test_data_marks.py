@@ -10,7 +10,13 @@ import pytest
 from PIL import Image
 
 from clearmark.data import photos
-from clearmark.data.marks import FAMILY_WEIGHTS, FONT_SOURCES, PHOTO_TRAIN_STYLES, MissingFontsError, draw_mark
+from clearmark.data.marks import (
+    FAMILY_WEIGHTS,
+    FONT_SOURCES,
+    PHOTO_TRAIN_STYLES,
+    MissingFontsError,
+    draw_mark,
+)
 from clearmark.data.synth import SynthSummary, generate_synthetic
 
 COUNT, SEED, SIZE = 24, 77, 160

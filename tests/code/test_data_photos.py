@@ -9,7 +9,12 @@ import pytest
 from PIL import Image
 
 from clearmark.data import photos
-from clearmark.data.photos import MissingPhotosError, folder_photos, photo_crop, photo_files
+from clearmark.data.photos import (
+    MissingPhotosError,
+    folder_photos,
+    photo_crop,
+    photo_files,
+)
 from clearmark.data.synth import generate_synthetic
 
 

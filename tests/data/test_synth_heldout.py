@@ -181,7 +181,11 @@ def _debian_packages(role: str) -> set[str]:
 
 
 def test_photo_sources_fonts_and_shapes_of_train_and_heldout_are_disjoint() -> None:
-    from clearmark.data.marks import FONT_SOURCES, PHOTO_HELDOUT_STYLES, PHOTO_TRAIN_STYLES
+    from clearmark.data.marks import (
+        FONT_SOURCES,
+        PHOTO_HELDOUT_STYLES,
+        PHOTO_TRAIN_STYLES,
+    )
     from clearmark.data.photos import PHOTO_SOURCES, RESERVED_PACKAGES, photo_files
 
     for attribute in ("name", "package"):

@@ -85,7 +85,7 @@ PHOTO_SOURCES = (
             "life_by_Aitzol_Berasategi.jpg", "picosdeeuropa_by_Aitzol_Berasategi.jpg",
             "seeding_by_Clements_Engelhardt.jpg", "sunset_by_Aitzol_Berasategi.jpg",
         )),
-        "train", "CC-BY-4.0 / CC-BY-SA-4.0 (per photo, see the package's copyright file)",
+        "train", "CC-BY-4.0 / CC-BY-SA-4.0 / CC0-1.0 (per photo, see the package's copyright file)",
     ),
     PhotoSource(
         "scikit-image", "skimage", "pip",
@@ -109,7 +109,7 @@ PHOTO_SOURCES = (
     ),
     PhotoSource(
         "lomiri-20.04", "lomiri-wallpapers-20.04", "debian", (_LOMIRI + "Kleiber_by_Lukas_Baubkus.jpg",),
-        "heldout", "CC-BY-SA-4.0",
+        "heldout", "CC-BY-SA-3.0",
     ),
     PhotoSource(
         "matplotlib", "matplotlib", "pip", ("mpl-data/sample_data/grace_hopper.jpg",), "heldout", "public domain",
