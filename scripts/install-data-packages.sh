@@ -17,7 +17,7 @@ fonts-goudybookletter fonts-adf-romande fonts-isabella fonts-femkeklaver fonts-b
 
 missing=""
 for package in $PACKAGES; do
-    if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed"; then
+    if [ "$(dpkg-query -W -f='${Status}' "$package" 2>/dev/null)" != "install ok installed" ]; then
         missing="$missing $package"
     fi
 done
