@@ -14,7 +14,7 @@ import os
 import platform
 import random
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -145,51 +145,128 @@ def _loss_fn() -> Any:
     return lambda logits, target: dice(logits, target) + bce(logits, target)
 
 
-def _train_epoch(
-    model: torch.nn.Module,
-    loader: Any,
-    optimizer: torch.optim.Optimizer,
-    scheduler: Any,
-    scaler: Any,
-    loss_fn: Any,
-    device: torch.device,
-    epoch: int,
-    epochs: int,
-    show_progress: bool,
-) -> tuple[float, float, int]:
-    """One pass over the training loader: (mean loss, pixel IoU of the batches, images seen)."""
-    import torch
+@dataclass
+class _Progress:
+    """Where a run stands; every checkpoint saves it, so a resumed run goes on from there."""
 
-    from clearmark.progress import progress_bar
+    next_epoch: int = 0
+    best_iou: float = -1.0
+    stale_epochs: int = 0
+    run_id: str | None = None
 
-    model.train()
-    use_amp = device.type == "cuda"
-    seen, loss_sum, tp, fp, fn = 0, 0.0, 0, 0, 0
-    bar = progress_bar(loader, desc=f"epoch {epoch + 1}/{epochs}", unit="batch", disable=not show_progress)
-    for step, (images, masks) in enumerate(bar):
-        images, masks = images.to(device, non_blocking=True), masks.to(device, non_blocking=True)
-        with torch.autocast(device.type, enabled=use_amp):
-            logits = model(images)
-            loss = loss_fn(logits.float(), masks)
-        if not torch.isfinite(loss):
+
+@dataclass
+class _EpochLoop:
+    """What each training epoch works with, built once per run by :func:`_build_loop`."""
+
+    network: torch.nn.Module  # the bare network: validated and saved
+    model: torch.nn.Module  # what the steps run: the network, or its DistributedDataParallel wrapper
+    loader: Any
+    sampler: Any  # a DistributedSampler under torchrun, else None
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    scaler: Any
+    loss_fn: Any
+    device: torch.device
+
+    def train_epoch(self, epoch: int, epochs: int, show_progress: bool) -> tuple[float, float, int]:
+        """One pass over the training loader: (mean loss, pixel IoU of the batches, images seen)."""
+        import torch
+
+        from clearmark.progress import progress_bar
+
+        if self.sampler is not None:
+            self.sampler.set_epoch(epoch)
+        self.model.train()
+        use_amp = self.device.type == "cuda"
+        seen, loss_sum, tp, fp, fn = 0, 0.0, 0, 0, 0
+        bar = progress_bar(self.loader, desc=f"epoch {epoch + 1}/{epochs}", unit="batch", disable=not show_progress)
+        for step, (images, masks) in enumerate(bar):
+            images, masks = images.to(self.device, non_blocking=True), masks.to(self.device, non_blocking=True)
+            with torch.autocast(self.device.type, enabled=use_amp):
+                logits = self.model(images)
+                loss = self.loss_fn(logits.float(), masks)
+            if not torch.isfinite(loss):
+                raise TrainingError(
+                    f"Loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}: training diverged. "
+                    "Lower --learning-rate (e.g. by 10x) and check the dataset's masks."
+                )
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.scheduler.step()
+            with torch.no_grad():
+                predicted, truth = logits.detach() > 0, masks > 0.5
+                tp += int((predicted & truth).sum())
+                fp += int((predicted & ~truth).sum())
+                fn += int((~predicted & truth).sum())
+            seen += len(images)
+            loss_sum += loss.item() * len(images)
+            bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)  # shown at the next redraw, not one per batch
+        return loss_sum / max(1, seen), tp / max(1, tp + fp + fn), seen
+
+    def checkpoint(self, epoch: int, progress: _Progress, config: TrainConfig) -> dict[str, Any]:
+        """Everything :meth:`resume` needs to go on after ``epoch``."""
+        return {
+            "model": self.network.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "epoch": epoch,
+            "best_iou": progress.best_iou,
+            "stale_epochs": progress.stale_epochs,
+            "run_id": progress.run_id,
+            "config": asdict(config),
+        }
+
+    def resume(self, path: Path, config: TrainConfig) -> _Progress:
+        """Load a checkpoint written by :meth:`checkpoint`; the schedule must match this run's."""
+        import torch
+
+        checkpoint = torch.load(path, map_location=self.device, weights_only=False)
+        if checkpoint["config"]["epochs"] != config.epochs or checkpoint["config"]["batch_size"] != config.batch_size:
             raise TrainingError(
-                f"Loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}: training diverged. "
-                "Lower --learning-rate (e.g. by 10x) and check the dataset's masks."
+                f"{path} was written with --epochs {checkpoint['config']['epochs']} --batch-size {checkpoint['config']['batch_size']}; "
+                "resume with the same values (the learning-rate schedule depends on them)."
             )
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        scheduler.step()
-        with torch.no_grad():
-            predicted, truth = logits.detach() > 0, masks > 0.5
-            tp += int((predicted & truth).sum())
-            fp += int((predicted & ~truth).sum())
-            fn += int((~predicted & truth).sum())
-        seen += len(images)
-        loss_sum += loss.item() * len(images)
-        bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)  # shown at the next redraw, not one per batch
-    return loss_sum / max(1, seen), tp / max(1, tp + fp + fn), seen
+        self.network.load_state_dict(checkpoint["model"])
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        self.scheduler.load_state_dict(checkpoint["scheduler"])
+        self.scaler.load_state_dict(checkpoint["scaler"])
+        return _Progress(checkpoint["epoch"] + 1, checkpoint["best_iou"], checkpoint["stale_epochs"], checkpoint["run_id"])
+
+
+def _build_loop(config: TrainConfig, dataset: Any, network: torch.nn.Module, world: Distributed, device: torch.device) -> _EpochLoop:
+    """Loader, optimiser, learning-rate schedule and mixed-precision scaler for ``network`` (already on ``device``)."""
+    import torch
+    from torch.utils.data import DataLoader
+    from torch.utils.data.distributed import DistributedSampler
+
+    sampler = DistributedSampler(dataset, num_replicas=world.world_size, rank=world.rank, seed=config.seed) if world.world_size > 1 else None
+    workers = config.num_workers if config.num_workers is not None else (4 if device.type == "cuda" else 0)
+    loader = DataLoader(
+        dataset,
+        batch_size=config.batch_size,
+        shuffle=sampler is None,
+        sampler=sampler,
+        num_workers=workers,
+        worker_init_fn=_seed_worker,
+        generator=torch.Generator().manual_seed(config.seed),
+        drop_last=len(dataset) > config.batch_size,  # no lone-sample batch (BatchNorm needs two)
+        pin_memory=device.type == "cuda",
+    )
+    model: torch.nn.Module = network
+    if world.world_size > 1:
+        model = torch.nn.parallel.DistributedDataParallel(network, device_ids=[world.local_rank] if device.type == "cuda" else None)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    total_steps = config.epochs * max(1, len(loader))
+    if config.scheduler == "onecycle":
+        scheduler: Any = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.learning_rate, total_steps=total_steps)
+    else:
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
+    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
+    return _EpochLoop(network, model, loader, sampler, optimizer, scheduler, scaler, _loss_fn(), device)
 
 
 def _start_from_detector(network: torch.nn.Module, config: DetectorConfig, source: str, settings: Settings) -> None:
@@ -221,6 +298,115 @@ def training_scale(rows: pd.DataFrame) -> int | None:
     return math.ceil(side / PAD_MULTIPLE) * PAD_MULTIPLE
 
 
+VAL_METRICS = ("iou", "dice", "precision", "recall", "accuracy")
+
+
+@dataclass
+class _Run:
+    """One training run: what it trains on and with, and where it stands; shared by its steps."""
+
+    config: TrainConfig
+    data: LocalDataset
+    train_rows: Any
+    val_rows: Any
+    detector_config: DetectorConfig
+    world: Distributed
+    loop: _EpochLoop
+    progress: _Progress
+    checkpoint_dir: Path | None = None  # set on rank 0 when the MLflow run starts
+    started: float = field(default_factory=time.monotonic)  # when this process started (or resumed) the run
+
+
+def _start_run(settings: Settings, run: _Run) -> None:
+    """Rank 0: start (or, resuming, reopen) the MLflow run, record what it trains on, make the checkpoint folder."""
+    import mlflow
+
+    from clearmark.model.registry import use_tracking_server
+
+    config, data = run.config, run.data
+    use_tracking_server(settings)
+    mlflow.set_experiment(settings.experiment)
+    run.progress.run_id = run_id = mlflow.start_run(run_id=run.progress.run_id, run_name=config.run_name).info.run_id
+    run.checkpoint_dir = checkpoint_dir = Path(config.resume).parent if config.resume else Path(config.checkpoint_dir or settings.home / "checkpoints" / run_id)
+    checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    if config.resume is None:
+        params = {k: v for k, v in asdict(config).items() if k != "resume"}
+        mlflow.log_params({**params, "dataset": data.dataset, "dataset_version": data.version, "train_images": len(run.train_rows), "val_images": len(run.val_rows)})
+        mlflow.set_tags(
+            {
+                "dataset": data.dataset,
+                "dataset_version": data.version,
+                "manifest_sha256": data.manifest_sha256,
+                "data_location": data.location,
+                "checkpoint_dir": str(checkpoint_dir),
+                **{f"system.{k}": v for k, v in system_info(run.loop.device, run.world.world_size).items()},
+            }
+        )
+        mlflow.log_dict(json.loads(json.dumps(asdict(config), default=str)), "config/train_config.json")
+    print(f"MLflow run {run_id}; checkpoints in {checkpoint_dir}", flush=True)
+
+
+def _end_of_epoch(run: _Run, epoch: int, trained: dict[str, float], images_per_second: float) -> bool:
+    """Rank 0 after each epoch: validate, log, keep the best detector and a checkpoint; True to stop."""
+    import mlflow
+
+    from clearmark.model.detector import Detector, save_detector
+    from clearmark.model.evaluate import evaluate_pairs
+
+    config, loop, progress, checkpoint_dir = run.config, run.loop, run.progress, run.checkpoint_dir
+    assert checkpoint_dir is not None
+    live = Detector(loop.network, run.detector_config, version="training", device=str(loop.device))
+    val = evaluate_pairs(live, run.data.pairs(run.val_rows), progress=False)
+    val_metrics = {f"val_{k}": val[k] for k in VAL_METRICS}
+    metrics = {
+        **trained,
+        **val_metrics,
+        "learning_rate": loop.optimizer.param_groups[0]["lr"],
+        "images_per_second": images_per_second,
+        "elapsed_seconds": time.monotonic() - run.started,
+    }
+    mlflow.log_metrics(metrics, step=epoch + 1)
+    print(json.dumps({"epoch": epoch + 1, **{k: round(v, 5) for k, v in metrics.items()}}), flush=True)
+    if val["iou"] > progress.best_iou + 1e-4:
+        progress.best_iou, progress.stale_epochs = val["iou"], 0
+        save_detector(loop.network, run.detector_config, checkpoint_dir / "best", metrics={**val_metrics, "epoch": epoch + 1}, data_version=run.data.version)
+    else:
+        progress.stale_epochs += 1
+    _save_checkpoint(checkpoint_dir / "last.pt", loop.checkpoint(epoch, progress, config))
+    if progress.stale_epochs >= config.patience:
+        print(f"Early stop: no better validation IoU for {progress.stale_epochs} epochs.", flush=True)
+        return True
+    if config.max_minutes is not None and metrics["elapsed_seconds"] >= config.max_minutes * 60:
+        print(f"Time budget of {config.max_minutes} min reached after epoch {epoch + 1}.", flush=True)
+        return True
+    return False
+
+
+def _finish_run(run: _Run, best_dir: Path) -> str:
+    """Rank 0: calibrate the best detector, log it with sample predictions, end the MLflow run; returns the model URI."""
+    import mlflow
+
+    from clearmark.model.calibrate import calibrate_detector
+    from clearmark.model.detector import load_detector_folder
+    from clearmark.model.registry import MODEL_URI_TAG, log_detector_model
+
+    calibration = calibrate_detector(best_dir, run.data, progress=False)
+    mlflow.log_metrics(
+        {
+            "val_iou_before_calibration": calibration["val_iou_before"],
+            "batchnorm_images": calibration["batchnorm_images"],
+            "val_iou_calibrated": calibration["iou"],
+            "calibrated_threshold": calibration["threshold"],
+        }
+    )
+    best = load_detector_folder(best_dir, device=str(run.loop.device))
+    mlflow.log_image(sample_grid(best, run.data, run.val_rows), "samples/predictions.png")
+    model_uri = log_detector_model(best_dir)
+    mlflow.set_tags({"best_val_iou": f"{run.progress.best_iou:.4f}", MODEL_URI_TAG: model_uri})
+    mlflow.end_run()
+    return model_uri
+
+
 def train(settings: Settings, config: TrainConfig) -> dict[str, Any]:
     """Train, validate each epoch, keep the best checkpoint by validation IoU, log to MLflow.
 
@@ -230,15 +416,11 @@ def train(settings: Settings, config: TrainConfig) -> dict[str, Any]:
     import mlflow
     import torch
     import torch.distributed as dist
-    from torch.utils.data import DataLoader
-    from torch.utils.data.distributed import DistributedSampler
 
-    from clearmark.model.calibrate import calibrate_detector
     from clearmark.data.catalog import load_training_data
     from clearmark.model.data import PairDataset, train_augmentations
-    from clearmark.model.detector import Detector, build_network, load_detector_folder, save_detector
-    from clearmark.model.evaluate import evaluate_pairs
-    from clearmark.model.registry import MODEL_URI_TAG, check_mlflow, log_detector_model, use_tracking_server
+    from clearmark.model.detector import build_network
+    from clearmark.model.registry import check_mlflow
 
     config.validate()
     world = _setup_distributed()
@@ -256,147 +438,30 @@ def train(settings: Settings, config: TrainConfig) -> dict[str, Any]:
     network = build_network(detector_config, config.encoder_weights)
     if config.init_from is not None:
         _start_from_detector(network, detector_config, config.init_from, settings)
-    network = network.to(device)
-
     dataset = PairDataset(data, train_rows, train_augmentations(config.image_size, config.seed + world.rank))
-    sampler = DistributedSampler(dataset, num_replicas=world.world_size, rank=world.rank, seed=config.seed) if world.world_size > 1 else None
-    workers = config.num_workers if config.num_workers is not None else (4 if device.type == "cuda" else 0)
-    loader = DataLoader(
-        dataset,
-        batch_size=config.batch_size,
-        shuffle=sampler is None,
-        sampler=sampler,
-        num_workers=workers,
-        worker_init_fn=_seed_worker,
-        generator=torch.Generator().manual_seed(config.seed),
-        drop_last=len(dataset) > config.batch_size,  # no lone-sample batch (BatchNorm needs two)
-        pin_memory=device.type == "cuda",
-    )
-    model: torch.nn.Module = network
-    if world.world_size > 1:
-        model = torch.nn.parallel.DistributedDataParallel(network, device_ids=[world.local_rank] if device.type == "cuda" else None)
-
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
-    steps_per_epoch = max(1, len(loader))
-    if config.scheduler == "onecycle":
-        scheduler: Any = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.learning_rate, total_steps=config.epochs * steps_per_epoch)
-    else:
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs * steps_per_epoch)
-    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
-    loss_fn = _loss_fn()
-
-    start_epoch, best_iou, stale_epochs, run_id = 0, -1.0, 0, None
-    if config.resume is not None:
-        checkpoint = torch.load(config.resume, map_location=device, weights_only=False)
-        if checkpoint["config"]["epochs"] != config.epochs or checkpoint["config"]["batch_size"] != config.batch_size:
-            raise TrainingError(
-                f"{config.resume} was written with --epochs {checkpoint['config']['epochs']} --batch-size {checkpoint['config']['batch_size']}; "
-                "resume with the same values (the learning-rate schedule depends on them)."
-            )
-        network.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        scheduler.load_state_dict(checkpoint["scheduler"])
-        scaler.load_state_dict(checkpoint["scaler"])
-        start_epoch, best_iou, stale_epochs, run_id = checkpoint["epoch"] + 1, checkpoint["best_iou"], checkpoint["stale_epochs"], checkpoint["run_id"]
-
-    checkpoint_dir: Path | None = None
+    loop = _build_loop(config, dataset, network.to(device), world, device)
+    progress = loop.resume(config.resume, config) if config.resume is not None else _Progress()
+    run = _Run(config, data, train_rows, val_rows, detector_config, world, loop, progress)
     if world.is_main:
-        use_tracking_server(settings)
-        mlflow.set_experiment(settings.experiment)
-        run = mlflow.start_run(run_id=run_id, run_name=config.run_name)
-        run_id = run.info.run_id
-        checkpoint_dir = Path(config.resume).parent if config.resume else Path(config.checkpoint_dir or settings.home / "checkpoints" / run_id)
-        checkpoint_dir.mkdir(parents=True, exist_ok=True)
-        if config.resume is None:
-            params = {k: v for k, v in asdict(config).items() if k != "resume"}
-            mlflow.log_params({**params, "dataset": data.dataset, "dataset_version": data.version, "train_images": len(train_rows), "val_images": len(val_rows)})
-            mlflow.set_tags(
-                {
-                    "dataset": data.dataset,
-                    "dataset_version": data.version,
-                    "manifest_sha256": data.manifest_sha256,
-                    "data_location": data.location,
-                    "checkpoint_dir": str(checkpoint_dir),
-                    **{f"system.{k}": v for k, v in system_info(device, world.world_size).items()},
-                }
-            )
-            mlflow.log_dict(json.loads(json.dumps(asdict(config), default=str)), "config/train_config.json")
-        print(f"MLflow run {run_id}; checkpoints in {checkpoint_dir}", flush=True)
+        _start_run(settings, run)
 
-    val_names = ("iou", "dice", "precision", "recall", "accuracy")
-    run_started = time.monotonic()
     try:
-        for epoch in range(start_epoch, config.epochs):
-            if sampler is not None:
-                sampler.set_epoch(epoch)
+        for epoch in range(progress.next_epoch, config.epochs):
             started = time.monotonic()
-            train_loss, train_iou, seen = _train_epoch(model, loader, optimizer, scheduler, scaler, loss_fn, device, epoch, config.epochs, world.is_main)
-            elapsed = time.monotonic() - started
-
+            train_loss, train_iou, seen = loop.train_epoch(epoch, config.epochs, world.is_main)
+            images_per_second = seen * world.world_size / max(time.monotonic() - started, 1e-9)
             stop = torch.zeros(1, device=device)
-            if world.is_main:
-                assert checkpoint_dir is not None and run_id is not None
-                live = Detector(network, detector_config, version="training", device=str(device))
-                val = evaluate_pairs(live, data.pairs(val_rows), progress=False)
-                epoch_metrics = {
-                    "train_loss": train_loss,
-                    "train_iou": train_iou,
-                    **{f"val_{k}": val[k] for k in val_names},
-                    "learning_rate": optimizer.param_groups[0]["lr"],
-                    "images_per_second": seen * world.world_size / max(elapsed, 1e-9),
-                    "elapsed_seconds": time.monotonic() - run_started,  # since this process started (or resumed)
-                }
-                mlflow.log_metrics(epoch_metrics, step=epoch + 1)
-                print(json.dumps({"epoch": epoch + 1, **{k: round(v, 5) for k, v in epoch_metrics.items()}}), flush=True)
-                if val["iou"] > best_iou + 1e-4:
-                    best_iou, stale_epochs = val["iou"], 0
-                    best_metrics = {**{f"val_{k}": val[k] for k in val_names}, "epoch": epoch + 1}
-                    save_detector(network, detector_config, checkpoint_dir / "best", metrics=best_metrics, data_version=data.version)
-                else:
-                    stale_epochs += 1
-                _save_checkpoint(
-                    checkpoint_dir / "last.pt",
-                    {
-                        "model": network.state_dict(),
-                        "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict(),
-                        "scaler": scaler.state_dict(),
-                        "epoch": epoch,
-                        "best_iou": best_iou,
-                        "stale_epochs": stale_epochs,
-                        "run_id": run_id,
-                        "config": asdict(config),
-                    },
-                )
-                if stale_epochs >= config.patience:
-                    print(f"Early stop: no better validation IoU for {stale_epochs} epochs.", flush=True)
-                    stop += 1
-                elif config.max_minutes is not None and epoch_metrics["elapsed_seconds"] >= config.max_minutes * 60:
-                    print(f"Time budget of {config.max_minutes} min reached after epoch {epoch + 1}.", flush=True)
-                    stop += 1
+            if world.is_main and _end_of_epoch(run, epoch, {"train_loss": train_loss, "train_iou": train_iou}, images_per_second):
+                stop += 1
             if world.world_size > 1:
                 dist.broadcast(stop, src=0)  # every rank stops together
             if stop.item():
                 break
-
         if not world.is_main:
             return {}
-        assert checkpoint_dir is not None
-        best_dir = checkpoint_dir / "best"
-        calibration = calibrate_detector(best_dir, data, progress=False)
-        mlflow.log_metrics(
-            {
-                "val_iou_before_calibration": calibration["val_iou_before"],
-                "batchnorm_images": calibration["batchnorm_images"],
-                "val_iou_calibrated": calibration["iou"],
-                "calibrated_threshold": calibration["threshold"],
-            }
-        )
-        best = load_detector_folder(best_dir, device=str(device))
-        mlflow.log_image(sample_grid(best, data, val_rows), "samples/predictions.png")
-        model_uri = log_detector_model(best_dir)
-        mlflow.set_tags({"best_val_iou": f"{best_iou:.4f}", MODEL_URI_TAG: model_uri})
-        mlflow.end_run()
+        assert run.checkpoint_dir is not None
+        best_dir = run.checkpoint_dir / "best"
+        model_uri = _finish_run(run, best_dir)
     except BaseException as exc:
         if world.is_main and mlflow.active_run() is not None:
             mlflow.end_run("FAILED")
@@ -409,5 +474,4 @@ def train(settings: Settings, config: TrainConfig) -> dict[str, Any]:
     finally:
         if world.world_size > 1:
             dist.destroy_process_group()
-    return {"run_id": run_id, "model_uri": model_uri, "best_val_iou": best_iou, "export_dir": str(best_dir), "dataset_version": data.version}
-
+    return {"run_id": progress.run_id, "model_uri": model_uri, "best_val_iou": progress.best_iou, "export_dir": str(best_dir), "dataset_version": data.version}
