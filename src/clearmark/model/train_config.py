@@ -122,7 +122,7 @@ class TrainConfig:
         none_means="train from scratch",
     )
     checkpoint_dir: Path | None = option(
-        None, "Where checkpoints go.", none_means="$CLEARMARK_HOME/checkpoints/<run id>", local_only=ON_THE_TRAINER
+        None, "Where checkpoints go.", none_means="checkpoints/<run id> in CLEARMARK_HOME", local_only=ON_THE_TRAINER
     )
     max_val_images: int = option(256, "Validation pairs each epoch looks at, at most.", {"type": "integer", "minimum": 1})
     threads: int | None = option(None, "torch CPU threads.", {"type": ["null", "integer"], "minimum": 1}, none_means="torch's default")
