@@ -22,14 +22,18 @@ DAGS = Path(__file__).resolve().parents[2] / "dags"
 
 
 @pytest.fixture
-def tiny_dataset(settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Dataset `tiny` (the DAGs' default), fed by one synthetic source; returns its sources file."""
+def race_dataset(settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Dataset `race` (the DAGs' default), fed by one synthetic source; returns its sources file.
+
+    Its own name: an Asset is known by name in the metadata database that the DAG tests share,
+    and each test's lake bucket (so the Asset's URI) differs.
+    """
     quality = yaml.safe_load((DAGS.parent / "config" / "quality.yaml").read_text())
-    quality["datasets"] = {"tiny": {"min_rows": 10, "split_tolerance": 0.3}}
+    quality["datasets"] = {"race": {"min_rows": 10, "split_tolerance": 0.3}}
     (tmp_path / "quality.yaml").write_text(yaml.safe_dump(quality))
     monkeypatch.setenv("CLEARMARK_QUALITY_FILE", str(tmp_path / "quality.yaml"))
     monkeypatch.setenv("CLEARMARK_SOURCES_FILE", str(tmp_path / "sources.yaml"))
-    monkeypatch.setenv("CLEARMARK_DATASET", "tiny")
+    monkeypatch.setenv("CLEARMARK_DATASET", "race")
     monkeypatch.setenv("CLEARMARK_TRAIN_RUNNER", "local")
     # The stand-in trainer: `clearmark train ...` prints its arguments as its last line, where the real one prints its summary.
     bin_dir = tmp_path / "bin"
@@ -45,9 +49,9 @@ def publish(sources_file: Path, count: int) -> str:
     """Run the ETL DAG once with ``count`` synthetic pairs; returns the version it published."""
     from airflow.dag_processing.dagbag import DagBag
 
-    source = {"name": "tiny-synth", "kind": "synthetic", "layout": "synthetic", "options": {"count": count, "seed": 5, "size": 64}}
-    sources_file.write_text(yaml.safe_dump({"datasets": {"tiny": {"sources": [source]}}}))
-    run = DagBag(dag_folder=str(DAGS / "clearmark_etl_nightly.py")).dags["clearmark_etl_nightly"].test(run_conf={"dataset": "tiny"})
+    source = {"name": "race-synth", "kind": "synthetic", "layout": "synthetic", "options": {"count": count, "seed": 5, "size": 64}}
+    sources_file.write_text(yaml.safe_dump({"datasets": {"race": {"sources": [source]}}}))
+    run = DagBag(dag_folder=str(DAGS / "clearmark_etl_nightly.py")).dags["clearmark_etl_nightly"].test(run_conf={"dataset": "race"})
     assert run.state == "success"
     return run.get_task_instances()[0].xcom_pull(task_ids="publish")["version"]
 
@@ -80,15 +84,18 @@ def version_argument(argv: list[str]) -> str:
     return argv[argv.index("--dataset-version") + 1]
 
 
-def test_two_publishes_in_a_row_train_two_versions(airflow_db: Path, tiny_dataset: Path, store: ObjectStore, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_two_publishes_in_a_row_train_two_versions(airflow_db: Path, race_dataset: Path, store: ObjectStore, monkeypatch: pytest.MonkeyPatch) -> None:
     from airflow.models.asset import AssetEvent
     from airflow.utils.session import create_session
     from sqlalchemy import select
 
-    first, second = publish(tiny_dataset, 24), publish(tiny_dataset, 30)
+    def curated_events() -> list[tuple[int, dict]]:
+        with create_session() as session:
+            return [(e.id, e.extra) for e in session.scalars(select(AssetEvent).order_by(AssetEvent.id)) if e.asset.name == "clearmark_curated_race"]
+
+    first, second = publish(race_dataset, 24), publish(race_dataset, 30)
     assert first != second
-    with create_session() as session:
-        events = [(e.id, e.extra) for e in session.scalars(select(AssetEvent).order_by(AssetEvent.id)) if e.asset.name == "clearmark_curated_tiny"]
+    events = curated_events()
     assert [extra["version"] for _, extra in events] == [first, second]
     assert events[0][1]["rows"] == 24 and 0 <= events[0][1]["reject_share"] <= 1  # the event describes the version
 
@@ -97,9 +104,9 @@ def test_two_publishes_in_a_row_train_two_versions(airflow_db: Path, tiny_datase
         trained = train_run(monkeypatch, event_id)
         assert trained["inputs"]["dataset_version"] == version
         assert version_argument(trained["trainer_argv"]) == version
-        assert trained["trainer_argv"][trained["trainer_argv"].index("--dataset") + 1] == "tiny"
+        assert trained["trainer_argv"][trained["trainer_argv"].index("--dataset") + 1] == "race"
 
     # A manual run without an event reads LATEST once, and records what it read.
     manual = train_run(monkeypatch, None)
     assert manual["inputs"]["dataset_version"] == second == version_argument(manual["trainer_argv"])
-    assert store.get_bytes(store.settings.lake_bucket, "curated/tiny/LATEST").decode().strip() == second
+    assert store.get_bytes(store.settings.lake_bucket, "curated/race/LATEST").decode().strip() == second
