@@ -12,16 +12,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from clearmark.bench.quality import (
-    DIFFUSERS_MODEL_MISSING,
-    DIFFUSERS_SKIPPED,
-    PSNR_CAP_DB,
-    measure_quality,
-    psnr,
-    ssim,
-)
+from clearmark.bench.quality import DIFFUSERS_MODEL_MISSING, DIFFUSERS_SKIPPED, measure_quality
 from clearmark.model.inference import DetectionOptions, detect_images
-from clearmark.model.metrics import PixelCounts
+from clearmark.model.metrics import PSNR_CAP_DB, PixelCounts, psnr, ssim
 from clearmark.removal.inpaint import UnknownInpainterError
 from clearmark.settings import Settings
 from tests.support.hostile_archives import white_mark_detector

@@ -17,10 +17,10 @@ training styles never use) and measures
   - ``diffusers_predicted_mask``: Stable Diffusion on the predicted mask, only where a
     GPU is present (``diffusers=True``).
 
-PSNR of identical pixels is infinite; it is reported as :data:`PSNR_CAP_DB` so that
-means and JSON stay finite.  SSIM follows Wang et al. (2004): 11x11 Gaussian window,
-sigma 1.5, K1 = 0.01, K2 = 0.03; the in-mask SSIM is the mean of the SSIM map over the
-mask's pixels.
+PSNR and SSIM are :func:`clearmark.model.metrics.psnr` and
+:func:`clearmark.model.metrics.ssim_map` (identical pixels score
+:data:`~clearmark.model.metrics.PSNR_CAP_DB`); the in-mask SSIM is the mean of the SSIM map
+over the mask's pixels.
 """
 
 from __future__ import annotations
@@ -39,7 +39,6 @@ if TYPE_CHECKING:
     from clearmark.model.detector import Detector
     from clearmark.settings import Settings
 
-PSNR_CAP_DB = 100.0  # what identical images (infinite PSNR) score
 CHUNK = 8  # images loaded, detected and inpainted together
 DIFFUSERS_SKIPPED = "no GPU: diffusers inpainting is only benchmarked where a GPU is present"
 # The GPU profile asks for diffusers; a machine without the (multi-GB, never downloaded)
@@ -48,46 +47,6 @@ DIFFUSERS_MODEL_MISSING = (
     "no local Stable Diffusion inpainting model: set CLEARMARK_DIFFUSERS_MODEL_DIR "
     "(`clearmark remove --inpainter diffusers` says how to get one)"
 )
-
-
-def psnr(reference: np.ndarray, image: np.ndarray, mask: np.ndarray | None = None) -> float:
-    """PSNR in dB of uint8 ``image`` against ``reference``, over the pixels where ``mask`` is True (all without one).
-
-    Identical pixels give :data:`PSNR_CAP_DB` instead of infinity.
-    """
-    import numpy as np
-    from skimage.metrics import peak_signal_noise_ratio
-
-    if mask is not None:
-        _require_pixels(mask)
-        reference, image = reference[mask], image[mask]
-    if np.array_equal(reference, image):
-        return PSNR_CAP_DB
-    return min(PSNR_CAP_DB, float(peak_signal_noise_ratio(reference, image, data_range=255)))
-
-
-def ssim_map(reference: np.ndarray, image: np.ndarray) -> tuple[float, np.ndarray]:
-    """SSIM of two H x W x 3 uint8 images (Wang et al. settings): the image's score and the H x W map (channel mean)."""
-    from skimage.metrics import structural_similarity
-
-    score, full = structural_similarity(
-        reference, image, channel_axis=2, data_range=255, gaussian_weights=True, sigma=1.5, use_sample_covariance=False, full=True
-    )
-    return float(score), full.mean(axis=2)
-
-
-def ssim(reference: np.ndarray, image: np.ndarray, mask: np.ndarray | None = None) -> float:
-    """SSIM of ``image`` against ``reference``; with ``mask``, the mean of the SSIM map over its True pixels."""
-    score, per_pixel = ssim_map(reference, image)
-    if mask is None:
-        return score
-    _require_pixels(mask)
-    return float(per_pixel[mask].mean())
-
-
-def _require_pixels(mask: np.ndarray) -> None:
-    if not mask.any():
-        raise ValueError("The mask selects no pixels: there is nothing to score inside it.")
 
 
 def measure_quality(
@@ -209,6 +168,8 @@ def _load(folder: Path, names: Sequence[str]) -> tuple[list[np.ndarray], list[np
 
 def _score(into: dict[str, list[float]], clean: np.ndarray, result: np.ndarray, true_mask: np.ndarray) -> None:
     """Append one image's four scores (in-mask ones only when it has a watermark)."""
+    from clearmark.model.metrics import psnr, ssim_map
+
     score, per_pixel = ssim_map(clean, result)
     into["psnr_db"].append(psnr(clean, result))
     into["ssim"].append(score)

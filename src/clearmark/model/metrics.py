@@ -1,4 +1,4 @@
-"""Pixel-level segmentation metrics and the quality label (pure Python + numpy)."""
+"""Pixel-level segmentation metrics, the quality label and image fidelity (PSNR, SSIM) against a clean reference."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ if TYPE_CHECKING:
 # Lower bounds of each label, best first (issue 3).
 QUALITY_LABELS: tuple[tuple[float, str], ...] = ((0.90, "EXCELLENT"), (0.80, "GOOD"), (0.70, "ACCEPTABLE"))
 BELOW_LABELS = "NEEDS IMPROVEMENT"
+PSNR_CAP_DB = 100.0  # what identical images (infinite PSNR) score, so that means and JSON stay finite
 
 
 def _ratio(numerator: int, denominator: int) -> float:
@@ -88,3 +89,46 @@ def distribution(values: list[float]) -> dict[str, float]:
         "max": max(values),
         "median": statistics.median(values),
     }
+
+
+def psnr(reference: np.ndarray, image: np.ndarray, mask: np.ndarray | None = None) -> float:
+    """PSNR in dB of uint8 ``image`` against ``reference``, over the pixels where ``mask`` is True (all without one).
+
+    Identical pixels give :data:`PSNR_CAP_DB` instead of infinity.
+    """
+    import numpy as np
+    from skimage.metrics import peak_signal_noise_ratio
+
+    if mask is not None:
+        _require_pixels(mask)
+        reference, image = reference[mask], image[mask]
+    if np.array_equal(reference, image):
+        return PSNR_CAP_DB
+    return min(PSNR_CAP_DB, float(peak_signal_noise_ratio(reference, image, data_range=255)))
+
+
+def ssim_map(reference: np.ndarray, image: np.ndarray) -> tuple[float, np.ndarray]:
+    """SSIM of two H x W x 3 uint8 images: the image's score and the H x W map (channel mean).
+
+    Wang et al. (2004): 11x11 Gaussian window, sigma 1.5, K1 = 0.01, K2 = 0.03.
+    """
+    from skimage.metrics import structural_similarity
+
+    score, full = structural_similarity(
+        reference, image, channel_axis=2, data_range=255, gaussian_weights=True, sigma=1.5, use_sample_covariance=False, full=True
+    )
+    return float(score), full.mean(axis=2)
+
+
+def ssim(reference: np.ndarray, image: np.ndarray, mask: np.ndarray | None = None) -> float:
+    """SSIM of ``image`` against ``reference``; with ``mask``, the mean of the SSIM map over its True pixels."""
+    score, per_pixel = ssim_map(reference, image)
+    if mask is None:
+        return score
+    _require_pixels(mask)
+    return float(per_pixel[mask].mean())
+
+
+def _require_pixels(mask: np.ndarray) -> None:
+    if not mask.any():
+        raise ValueError("The mask selects no pixels: there is nothing to score inside it.")
