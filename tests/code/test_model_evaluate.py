@@ -21,9 +21,9 @@ class BrightPixelDetector(Detector):
         super().__init__(build_network(TINY), config, version="test", device="cpu")
         self.seen: list[tuple[int, ...]] = []
 
-    def predict_proba(self, batch: np.ndarray, **_: object) -> np.ndarray:
+    def predict_maps(self, batch: np.ndarray, **_: object) -> np.ndarray:
         self.seen.append(batch.shape)
-        return (batch[..., 0] > 128).astype(np.float32)
+        return (batch[..., :1] > 128).astype(np.float32)
 
 
 def _square_pair() -> tuple[str, np.ndarray, np.ndarray]:

@@ -33,9 +33,9 @@ class CountingDetector(Detector):
 
     images_seen = 0
 
-    def predict_proba(self, batch: np.ndarray, **options: Any) -> np.ndarray:
+    def predict_maps(self, batch: np.ndarray, **options: Any) -> np.ndarray:
         self.images_seen += len(batch)
-        return super().predict_proba(batch, **options)
+        return super().predict_maps(batch, **options)
 
 
 def tiny_detector() -> CountingDetector:

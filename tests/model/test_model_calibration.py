@@ -25,8 +25,8 @@ class FixedProbabilities(Detector):
         super().__init__(build_network(CONFIG), CONFIG, version="fixed", device="cpu")
         self.queue = list(probabilities)
 
-    def predict_proba(self, batch: np.ndarray, **_: object) -> np.ndarray:
-        return self.queue.pop(0)[None]
+    def predict_maps(self, batch: np.ndarray, **_: object) -> np.ndarray:
+        return self.queue.pop(0)[None, ..., None]
 
 
 def test_calibration_finds_the_threshold_that_separates_the_mask() -> None:

@@ -1,4 +1,9 @@
-"""The watermark-mask detector: the network, its configuration, saving and loading a folder.
+"""The watermark detector: the network, its configuration, saving and loading a folder.
+
+A ``mask`` detector predicts where a watermark is (one channel: the footprint logit).  A
+``matte`` detector also predicts how it was blended, ``J = alpha * W + (1 - alpha) * I``:
+five channels, the footprint logit, the alpha logit and the mark's colour ``W`` (3 channels,
+RGB through a sigmoid), so removal can invert the blend instead of inpainting.
 
 A detector is a folder (``model.safetensors`` + ``config.json`` + ``MODEL_CARD.md`` +
 ``metrics.json``) written by :func:`save_detector` and read by :func:`load_detector_folder`.
@@ -17,7 +22,7 @@ import threading
 from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
     import numpy as np
@@ -46,6 +51,9 @@ WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 CARD_FILE = "MODEL_CARD.md"
 METRICS_FILE = "metrics.json"
+# What a network predicts, and its output channels: footprint logit [, alpha logit, W logits (RGB)].
+OUTPUT_CHANNELS = {"mask": 1, "matte": 5}
+Outputs = Literal["mask", "matte"]
 
 
 class DetectorError(RuntimeError):
@@ -64,6 +72,8 @@ class DetectorConfig:
     # Long side that removal downscales larger images to before detecting, i.e. the scale the
     # training data showed watermarks at (None: native resolution; CLEARMARK_REMOVAL_DETECT_SIDE overrides).
     detect_side: int | None = None
+    # "mask" (the footprint only: older folders, which lack the key) or "matte" (also alpha and W).
+    outputs: Outputs = "mask"
 
     def validate(self) -> DetectorConfig:
         """Raise :class:`DetectorError` naming the accepted values when a field is wrong."""
@@ -77,6 +87,8 @@ class DetectorConfig:
             raise DetectorError(f"decoder_channels must list 5 positive widths, got {self.decoder_channels}.")
         if self.detect_side is not None and self.detect_side < PAD_MULTIPLE:
             raise DetectorError(f"detect_side must be at least {PAD_MULTIPLE} px or null (native resolution), got {self.detect_side}.")
+        if self.outputs not in OUTPUT_CHANNELS:
+            raise DetectorError(f"outputs must be one of {', '.join(OUTPUT_CHANNELS)}, got {self.outputs!r}.")
         if not 0.0 < self.threshold < 1.0:
             raise DetectorError(f"threshold must lie strictly between 0 and 1, got {self.threshold}.")
         return self
@@ -89,7 +101,7 @@ class DetectorConfig:
 
 
 def build_network(config: DetectorConfig, encoder_weights: str | Path | None = None) -> torch.nn.Module:
-    """An smp segmentation network with one output channel (logits).
+    """An smp segmentation network with ``OUTPUT_CHANNELS[config.outputs]`` output channels (logits).
 
     ``encoder_weights`` is ``None`` (random initialisation: no model hub is reachable)
     or a local ``.safetensors`` / ``.pth`` file holding the encoder's state dict.
@@ -98,7 +110,7 @@ def build_network(config: DetectorConfig, encoder_weights: str | Path | None = N
 
     config.validate()
     extra = {"decoder_channels": tuple(config.decoder_channels)} if config.decoder_channels else {}
-    network = smp.create_model(config.architecture, encoder_name=config.encoder, encoder_weights=None, in_channels=3, classes=1, **extra)
+    network = smp.create_model(config.architecture, encoder_name=config.encoder, encoder_weights=None, in_channels=3, classes=OUTPUT_CHANNELS[config.outputs], **extra)
     if encoder_weights is not None:
         _load_encoder_weights(network, Path(encoder_weights))
     return network
@@ -141,27 +153,28 @@ class Detector:
         self._layout = torch.contiguous_format
         self._layout_lock = threading.Lock()  # removal runs several detector threads on one network
 
-    def predict_proba(self, batch: np.ndarray, *, chunk_size: int = 8, channels_last: bool = False) -> np.ndarray:
-        """N x H x W x 3 uint8 RGB (any H, W) -> N x H x W float32 probabilities.
+    def predict_maps(self, batch: np.ndarray, *, chunk_size: int = 8, channels_last: bool = False) -> np.ndarray:
+        """N x H x W x 3 uint8 RGB (any H, W) -> N x H x W x C float32 maps, all 0..1.
 
-        Pads to a multiple of 32 internally (edge replication, so borders do not look
-        like a frame), ImageNet-normalises and runs without gradients.  ``channels_last``
-        runs the network in NHWC layout, which oneDNN and cuDNN convolve faster
-        (about 1.3-1.5x on CPU, more under bfloat16 autocast).
+        C is 1 for a mask detector (the watermark probability) and 5 for a matte detector
+        (probability, alpha, W as RGB).  Pads to a multiple of 32 internally (edge
+        replication, so borders do not look like a frame), ImageNet-normalises and runs
+        without gradients.  ``channels_last`` runs the network in NHWC layout, which oneDNN
+        and cuDNN convolve faster (about 1.3-1.5x on CPU, more under bfloat16 autocast).
         """
         import numpy as np
         import torch
 
         if not isinstance(batch, np.ndarray) or batch.ndim != 4 or batch.shape[-1] != 3 or batch.dtype != np.uint8:
             got = f"{type(batch).__name__} {getattr(batch, 'shape', '')} {getattr(batch, 'dtype', '')}"
-            raise ValueError(f"predict_proba expects an N x H x W x 3 uint8 RGB array, got {got}; convert images with PIL .convert('RGB').")
+            raise ValueError(f"The detector expects an N x H x W x 3 uint8 RGB array, got {got}; convert images with PIL .convert('RGB').")
         n, height, width, _ = batch.shape
         layout = torch.channels_last if channels_last else torch.contiguous_format
         with self._layout_lock:
             if self._layout != layout:  # converting the weights costs a copy: only when the layout changes
                 self.network.to(memory_format=layout)
                 self._layout = layout
-        out = np.empty((n, height, width), dtype=np.float32)
+        out = np.empty((n, height, width, OUTPUT_CHANNELS[self.config.outputs]), dtype=np.float32)
         # Toggling train/eval walks every module holding the GIL (milliseconds per call,
         # which starves the removal pipeline's other threads): only when training.
         was_training = self.network.training
@@ -171,12 +184,23 @@ class Detector:
             with torch.inference_mode():
                 for start in range(0, n, chunk_size):
                     x = self.network_input(batch[start : start + chunk_size]).contiguous(memory_format=layout)
-                    logits = self.network(x)[:, 0, :height, :width]
-                    out[start : start + chunk_size] = torch.sigmoid(logits.float()).cpu().numpy()
+                    logits = self.network(x)[:, :, :height, :width]
+                    out[start : start + chunk_size] = torch.sigmoid(logits.float()).permute(0, 2, 3, 1).cpu().numpy()
         finally:
             if was_training:
                 self.network.train()
         return out
+
+    def predict_proba(self, batch: np.ndarray, *, chunk_size: int = 8, channels_last: bool = False) -> np.ndarray:
+        """N x H x W x 3 uint8 RGB (any H, W) -> N x H x W float32 watermark probabilities (either kind of detector)."""
+        return self.predict_maps(batch, chunk_size=chunk_size, channels_last=channels_last)[..., 0]
+
+    def predict_matte(self, batch: np.ndarray, *, chunk_size: int = 8, channels_last: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """A matte detector's (probability N x H x W, alpha N x H x W, colour W N x H x W x 3), float32 0..1."""
+        if self.config.outputs != "matte":
+            raise DetectorError(f"Detector {self.version} predicts only a mask (outputs={self.config.outputs!r}); train one with --outputs matte.")
+        maps = self.predict_maps(batch, chunk_size=chunk_size, channels_last=channels_last)
+        return maps[..., 0], maps[..., 1], maps[..., 2:5]
 
     def fold_batchnorm(self) -> int:
         """Fold every BatchNorm that directly follows a convolution into it; returns how many.
@@ -225,7 +249,7 @@ def _model_card(config: DetectorConfig, metrics: dict[str, Any], data_version: s
 
 | field | value |
 |---|---|
-| architecture | {config.architecture} (segmentation-models-pytorch), 1 output channel |
+| architecture | {config.architecture} (segmentation-models-pytorch), {OUTPUT_CHANNELS[config.outputs]} output channels ({config.outputs}) |
 | encoder | {config.encoder} |
 | training image size | {config.image_size} px (inference: any size, padded to a multiple of {PAD_MULTIPLE}) |
 | mask threshold | {config.threshold} |
@@ -241,8 +265,9 @@ def _model_card(config: DetectorConfig, metrics: dict[str, Any], data_version: s
 
 ## Intended use
 Segment visible watermarks (text and logo overlays) in RGB photos so that the removal
-pipeline can inpaint them. Input: 8-bit RGB, any size; output: per-pixel probability
-that the pixel belongs to a watermark.
+pipeline can restore them. Input: 8-bit RGB, any size; output: per-pixel probability
+that the pixel belongs to a watermark and, for a matte detector, the mark's opacity
+(alpha) and colour (W), with which removal inverts the blend.
 
 ## Limitations
 - Trained on the data version above only; measure it on your own images before trusting it

@@ -1,4 +1,4 @@
-"""Detector inference on whole images: working size, tiling, batching, full-resolution masks.
+"""Detector inference on whole images: working size, tiling, batching, full-resolution masks and mattes.
 
 Removal, drift references, evaluation, threshold calibration and the benchmarks all
 detect through this module, so each sees what the others see.
@@ -6,7 +6,9 @@ detect through this module, so each sees what the others see.
 A detector finds watermarks best at the scale its training data showed them.  The
 detector's ``detect_side`` (``config.json``; ``CLEARMARK_REMOVAL_DETECT_SIDE`` overrides)
 records that scale: images are downscaled so that their long side is at most
-``detect_side`` (INTER_AREA), and the probabilities are upsampled back to the full image.
+``detect_side`` (INTER_AREA), and the detector's maps (the probability, and for a matte
+detector alpha and the colour W) are upsampled back to the full image, all in one array, so
+every output goes through the same resizing, tiling and batching.
 Without it (native mode) an image whose long side is at most ``tile_above`` is seen at its
 own resolution, its sides rounded to multiples of 32, and larger images are cut into
 overlapping ``tile_side`` tiles at full resolution, so thin marks on huge photos are not
@@ -22,6 +24,8 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+from clearmark.model.detector import OUTPUT_CHANNELS
 
 if TYPE_CHECKING:
     import numpy as np
@@ -87,6 +91,9 @@ class Detection:
     mask: np.ndarray  # H x W uint8, 0 or 255, full resolution
     coverage: float  # share of mask pixels, 0..1
     confidence: float  # mean probability inside the mask; max probability when nothing was found
+    # A matte detector's estimate of the blend J = alpha * W + (1 - alpha) * I (None for a mask detector):
+    alpha: np.ndarray | None = None  # H x W float32 0..1, 0 outside the mask
+    colour: np.ndarray | None = None  # H x W x 3 float32 0..1, the mark's colour W (RGB)
 
     @property
     def found(self) -> bool:
@@ -94,9 +101,9 @@ class Detection:
 
 
 def predict(detector: Detector, batch: np.ndarray, options: DetectionOptions) -> np.ndarray:
-    """``detector.predict_proba`` in channels-last layout, under reduced-precision autocast where the hardware has it."""
+    """``detector.predict_maps`` (N x H x W x C) in channels-last layout, under reduced-precision autocast where the hardware has it."""
     with _autocast(detector) if options.autocast else contextlib.nullcontext():
-        return detector.predict_proba(batch, channels_last=True)
+        return detector.predict_maps(batch, channels_last=True)
 
 
 def _autocast(detector: Detector) -> contextlib.AbstractContextManager[object]:
@@ -136,41 +143,54 @@ def resize_for_detector(rgb: np.ndarray, options: DetectionOptions) -> np.ndarra
     return cv2.resize(rgb, (shape[1], shape[0]), interpolation=cv2.INTER_AREA)
 
 
-def to_image_size(probabilities: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Working-resolution probabilities at ``height x width`` (bilinear)."""
+def to_image_size(maps: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Working-resolution maps (H' x W' or H' x W' x C) at ``height x width`` (bilinear)."""
     import cv2
 
-    if probabilities.shape == (height, width):
-        return probabilities
-    return cv2.resize(probabilities, (width, height), interpolation=cv2.INTER_LINEAR)
+    if maps.shape[:2] == (height, width):
+        return maps
+    resized = cv2.resize(maps, (width, height), interpolation=cv2.INTER_LINEAR)
+    return resized.reshape(height, width, *maps.shape[2:])  # cv2 drops a single channel's axis
+
+
+def full_size_maps(detector: Detector, rgb: np.ndarray, detect_side: int | None) -> np.ndarray:
+    """One image's H x W x C maps (``Detector.predict_maps``), detected at the working size
+    ``detect_side`` (None: native) and upsampled, in float32 and the network's default layout.
+    Evaluation and threshold calibration score these at the detector's own
+    ``config.detect_side``, so the gate measures what removal will do."""
+    options = DetectionOptions(detect_side=detect_side)
+    maps = detector.predict_maps(resize_for_detector(rgb, options)[None])[0]
+    return to_image_size(maps, *rgb.shape[:2])
 
 
 def full_size_probabilities(detector: Detector, rgb: np.ndarray, detect_side: int | None) -> np.ndarray:
-    """One image's H x W probabilities, detected at the working size ``detect_side`` (None:
-    native) and upsampled, in float32 and the network's default layout. Evaluation and
-    threshold calibration score these at the detector's own ``config.detect_side``, so the
-    gate measures what removal will do."""
-    options = DetectionOptions(detect_side=detect_side)
-    probabilities = detector.predict_proba(resize_for_detector(rgb, options)[None])[0]
-    return to_image_size(probabilities, *rgb.shape[:2])
+    """One image's H x W probabilities: channel 0 of :func:`full_size_maps`."""
+    return full_size_maps(detector, rgb, detect_side)[..., 0]
 
 
-def probabilities_to_detection(probabilities: np.ndarray, height: int, width: int, options: DetectionOptions) -> Detection:
-    """Upsample working-resolution probabilities to ``height x width`` and make the mask."""
+def probabilities_to_detection(maps: np.ndarray, height: int, width: int, options: DetectionOptions) -> Detection:
+    """Upsample working-resolution maps to ``height x width`` and make the mask (and the matte).
+
+    ``maps`` is H' x W' probabilities or a detector's H' x W' x C maps (``predict``); with a
+    matte detector's five channels the detection carries alpha (0 outside the mask) and W.
+    """
     import cv2
     import numpy as np
 
-    probabilities = to_image_size(probabilities, height, width)
+    maps = to_image_size(maps, height, width)
+    probabilities = maps if maps.ndim == 2 else maps[..., 0]
     hits = probabilities > options.threshold
-    share = float(hits.mean())
-    if share < options.min_coverage:
-        return Detection(np.zeros((height, width), np.uint8), 0.0, float(probabilities.max()))
-    confidence = float(probabilities[hits].mean())
-    mask = hits.astype(np.uint8) * 255
-    if options.dilate_px > 0:
+    found = float(hits.mean()) >= options.min_coverage
+    mask = hits.astype(np.uint8) * 255 if found else np.zeros((height, width), np.uint8)
+    if found and options.dilate_px > 0:
         size = 2 * options.dilate_px + 1
         mask = cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size)))
-    return Detection(mask, float(np.count_nonzero(mask)) / mask.size, confidence)
+    confidence = float(probabilities[hits].mean()) if found else float(probabilities.max())
+    alpha = colour = None
+    if maps.ndim == 3 and maps.shape[2] == OUTPUT_CHANNELS["matte"]:
+        alpha = np.where(mask > 0, maps[..., 1], np.float32(0))
+        colour = np.ascontiguousarray(maps[..., 2:5])
+    return Detection(mask, float(np.count_nonzero(mask)) / mask.size, confidence, alpha, colour)
 
 
 def _tile_starts(length: int, tile: int) -> list[int]:
@@ -190,19 +210,19 @@ def tiles(height: int, width: int, tile: int) -> Iterator[tuple[int, int]]:
 
 
 def detect_tiled(detector: Detector, rgb: np.ndarray, options: DetectionOptions) -> np.ndarray:
-    """Full-resolution probabilities of a large image, averaged where tiles overlap."""
+    """Full-resolution H x W x C maps of a large image (``predict``), averaged where tiles overlap."""
     import numpy as np
 
     height, width = rgb.shape[:2]
     tile = options.tile_side
-    total = np.zeros((height, width), np.float32)
-    weight = np.zeros((height, width), np.float32)
+    total = np.zeros((height, width, OUTPUT_CHANNELS[detector.config.outputs]), np.float32)
+    weight = np.zeros((height, width, 1), np.float32)
     corners = list(tiles(height, width, tile))
     for start in range(0, len(corners), options.batch_size):
         group = corners[start : start + options.batch_size]
         batch = np.stack([rgb[t : t + tile, l : l + tile] for t, l in group])
-        for (t, l), proba in zip(group, predict(detector, batch, options), strict=True):
-            total[t : t + tile, l : l + tile] += proba
+        for (t, l), maps in zip(group, predict(detector, batch, options), strict=True):
+            total[t : t + tile, l : l + tile] += maps
             weight[t : t + tile, l : l + tile] += 1.0
     return total / weight
 
@@ -223,6 +243,6 @@ def detect_images(detector: Detector, images: list[np.ndarray], options: Detecti
         for start in range(0, len(members), options.batch_size):
             chunk = members[start : start + options.batch_size]
             batch = np.stack([resize_for_detector(images[i], options) for i in chunk])
-            for i, proba in zip(chunk, predict(detector, batch, options), strict=True):
-                results[i] = probabilities_to_detection(proba, *images[i].shape[:2], options)
+            for i, maps in zip(chunk, predict(detector, batch, options), strict=True):
+                results[i] = probabilities_to_detection(maps, *images[i].shape[:2], options)
     return [r for r in results if r is not None]
