@@ -11,6 +11,7 @@ import importlib.util
 import json
 import os
 import re
+import shlex
 import sys
 import shutil
 import subprocess
@@ -261,7 +262,7 @@ def test_trainer_operator_matches_the_compose_trainer(monkeypatch: pytest.Monkey
 
     assert isinstance(train, DockerOperator)
     assert train.image == trainer["image"]
-    assert train.command[0] == "train"
+    assert shlex.split(train.command)[0] == "train"  # a string command: Docker splits it as a shell would
     assert [request["Capabilities"] for request in train.device_requests] == [[["gpu"]]]
     assert train.device_requests[0]["Count"] == -1
     assert train.mount_tmp_dir is False
