@@ -172,7 +172,7 @@ def train_operator(task_id: str, arguments: str):  # noqa: ANN201 - an Airflow o
             docker_url=settings.docker_url,
             network_mode=settings.docker_network,
             environment=trainer_environment(),
-            device_requests=[DeviceRequest(count=settings.trainer_gpus, capabilities=[["gpu"]])],
+            device_requests=[DeviceRequest(count=settings.trainer_gpus, capabilities=[["gpu"]])] if settings.trainer_gpus else [],
             mounts=[Mount(source=settings.trainer_cache_volume, target="/home/clearmark/.cache", type="volume")],
             mount_tmp_dir=False,
             auto_remove="success",

