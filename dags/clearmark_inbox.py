@@ -9,7 +9,9 @@ Drop `photos.zip` (or `.tar`, `.tar.gz`, `.tgz`, or a folder `photos/` completed
 
 `wait_for_archives` is a deferrable sensor: waiting holds no worker slot. Each archive is
 one mapped task group: `process` (detect with the MLflow `champion`, inpaint, write the
-outbox; records the model version used) -> `drift_report` (Evidently, against the
+outbox; records the model version used; open the archive's before/after gallery from
+its **Review** link) -> `review` (that gallery: thumbnails of the most doubtful images,
+where reviewers flag what came back wrong) and `drift_report` (Evidently, against the
 training data of that model version, even if `champion` moved since; open it from the
 task's **Drift report** link or the **Drift reports** menu) -> `notify_drift` (a warning
 when the drift share exceeds `CLEARMARK_DRIFT_SHARE_THRESHOLD`, skipped otherwise; never
@@ -90,7 +92,16 @@ def clearmark_inbox() -> None:
                 raise AirflowSkipException(f"drift share {summary.get('drift_share')} within threshold {summary.get('threshold')}")
             DriftNotifier(drift_alert_message(summary), webhook_url=task_settings().drift_webhook_url).notify({})
 
-        notify_drift(drift_report(process(key)))
+        @task(multiple_outputs=False)
+        def review(result: dict) -> dict:
+            """Write the archive's review page (original | mask | cleaned, most doubtful first) to the reports bucket."""
+            from clearmark.removal.review import publish_review
+
+            return publish_review(task_settings(), result)
+
+        result = process(key)
+        review(result)
+        notify_drift(drift_report(result))
 
     keys = list_archives()
     wait >> keys

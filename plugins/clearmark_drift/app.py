@@ -1,10 +1,12 @@
-"""FastAPI app that lists drift reports and serves their HTML from the reports bucket.
+"""FastAPI app that lists drift reports and reviews and serves them from the reports bucket.
 
 Mounted by the Airflow API server under ``/clearmark-drift`` (see
-``clearmark_drift_plugin.py``); it reads ``reports/drift/<date>/<archive>/`` through
-:class:`clearmark.storage.ObjectStore` with the S3 settings of ``clearmark.settings``
-(environment or ``$CLEARMARK_HOME/stack.env``).  Links are relative, so the pages work
-inside the Airflow UI's iframe and behind a proxy with a path prefix.
+``clearmark_drift_plugin.py``); it reads ``reports/drift/<date>/<archive>/`` and
+``reports/reviews/<date>/<archive>/`` through :class:`clearmark.storage.ObjectStore` with
+the S3 settings of ``clearmark.settings`` (environment or ``$CLEARMARK_HOME/stack.env``).
+A review page's flags go to ``<review>/flags``, next to the page: only a user signed in to
+Airflow may read or set them, whatever ``require_login`` says.  Links are relative, so the
+pages work inside the Airflow UI's iframe and behind a proxy with a path prefix.
 """
 
 from __future__ import annotations
@@ -15,9 +17,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from fastapi import Depends, FastAPI, HTTPException, Request
-from fastapi.responses import HTMLResponse, StreamingResponse
+from fastapi import Body, Depends, FastAPI, HTTPException, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, StreamingResponse
 from fastapi.templating import Jinja2Templates
+
+from clearmark_drift import reviews as reviews_module
 
 if TYPE_CHECKING:
     from clearmark.storage import ObjectStore
@@ -38,17 +42,20 @@ def report_path(report_date: str, archive: str) -> str:
     return f"reports/{report_date}/{quote(archive, safe='')}"
 
 
-async def require_airflow_login(request: Request) -> None:
+async def require_airflow_login(request: Request) -> Any:
     """Let through only users logged in to Airflow: its UI cookie or an API bearer token.
 
-    Airflow does not protect plugin apps itself.  Raises 401/403 like Airflow's own API.
+    Airflow does not protect plugin apps itself.  Raises 401/403 like Airflow's own API;
+    returns the user.
     """
-    from airflow.api_fastapi.auth.managers.base_auth_manager import COOKIE_NAME_JWT_TOKEN
+    from airflow.api_fastapi.auth.managers.base_auth_manager import (
+        COOKIE_NAME_JWT_TOKEN,
+    )
     from airflow.api_fastapi.core_api.security import resolve_user_from_token
 
     scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
     token = credentials if scheme.lower() == "bearer" else request.cookies.get(COOKIE_NAME_JWT_TOKEN)
-    await resolve_user_from_token(token)
+    return await resolve_user_from_token(token)
 
 
 def create_app(store_factory: Callable[[], ObjectStore] | None = None, *, require_login: bool = False) -> FastAPI:
@@ -73,8 +80,16 @@ def create_app(store_factory: Callable[[], ObjectStore] | None = None, *, requir
 
     @app.get("/", response_class=HTMLResponse)
     def index(request: Request, limit: int = 500) -> HTMLResponse:
-        """Table of reports: archive, date, drift share, alert, link to the HTML report."""
-        return TEMPLATES.TemplateResponse(request, "index.html", {"reports": reports(limit)})
+        """Reviews (with their flags), field quality per model version, and drift reports."""
+        from clearmark.data.feedback import field_quality
+
+        flags = reviews_module.all_current_flags(store())
+        context = {
+            "reviews": reviews_module.listed(store(), flags, limit),
+            "quality": field_quality(list(flags.values())),
+            "reports": reports(limit),
+        }
+        return TEMPLATES.TemplateResponse(request, "index.html", context)
 
     @app.get("/api/reports")
     def report_list(limit: int = 500) -> list[dict[str, Any]]:
@@ -91,5 +106,32 @@ def create_app(store_factory: Callable[[], ObjectStore] | None = None, *, requir
         if chunks is None:
             raise HTTPException(status_code=404, detail=f"No drift report for archive {archive!r} on {report_date}.")
         return StreamingResponse(chunks, media_type="text/html; charset=utf-8")
+
+    @app.get("/api/reviews")
+    def review_list(limit: int = 500) -> list[dict[str, Any]]:
+        """Reviews, newest first: their summaries, flag counts and relative ``href``."""
+        return reviews_module.listed(store(), reviews_module.all_current_flags(store()), limit)
+
+    @app.get("/reviews/{review_date}/{archive}")
+    def review_page_redirect(review_date: str, archive: str) -> RedirectResponse:
+        return RedirectResponse(f"{quote(archive, safe='')}/", status_code=307)
+
+    @app.get("/reviews/{review_date}/{archive}/flags")
+    def review_flags(review_date: str, archive: str, user: Any = Depends(require_airflow_login)) -> dict[str, Any]:
+        """The current flag of each image of this review (same archive content, same model version)."""
+        summary = reviews_module.stored_summary(store(), review_date, archive)
+        return {"flags": reviews_module.flags_of(store(), summary), "user": user.get_name()}
+
+    @app.post("/reviews/{review_date}/{archive}/flags")
+    def set_review_flag(
+        review_date: str, archive: str, member: str = Body(), flag: str = Body(), user: Any = Depends(require_airflow_login)
+    ) -> dict[str, Any]:
+        """Record the signed-in user's flag on one pictured image of this review."""
+        return reviews_module.record(store(), review_date, archive, member, flag, user.get_name())
+
+    @app.get("/reviews/{review_date}/{archive}/{file_path:path}")
+    def review_file(review_date: str, archive: str, file_path: str = "") -> StreamingResponse:
+        """The review's page, its thumbnails and full-size images, streamed from object storage."""
+        return reviews_module.stream_file(store(), review_date, archive, file_path or "index.html")
 
     return app

@@ -1,9 +1,11 @@
-"""The "Drift report" button on the ``drift_report`` task instances of the inbox DAG.
+"""The "Drift report" and "Review" buttons on the inbox DAG's task instances.
 
-Airflow's API server calls :meth:`DriftReportLink.get_link` for the task instance shown
-in the UI; the link is built from the task's return value (the drift summary with its
-``archive`` and ``date``), read from Airflow's metadata database, and opens the report
-page of the FastAPI app in ``app.py``.  Other task instances get no link (empty string).
+Airflow's API server calls ``get_link`` for the task instance shown in the UI; the link
+is built from the task's return value, read from Airflow's metadata database: the drift
+summary (``archive``, ``date``) of ``drift_report``, the result (``name``,
+``finished_at``) of ``process``, whose review the ``review`` task writes for the same
+day.  It opens a page of the FastAPI app in ``app.py``.  Other task instances get no
+link (empty string).
 """
 
 from __future__ import annotations
@@ -14,17 +16,33 @@ from urllib.parse import urlparse
 from airflow.sdk.bases.operatorlink import BaseOperatorLink
 
 from clearmark_drift.app import URL_PREFIX, report_path
+from clearmark_drift.reviews import review_path
 
 if TYPE_CHECKING:
     from airflow.sdk.types import TaskInstanceKey
 
 INBOX_DAG_ID = "clearmark_inbox"
 DRIFT_TASK_NAME = "drift_report"  # the task's id inside its task group
+PROCESS_TASK_NAME = "process"
 
 
-def is_drift_task(dag_id: str, task_id: str) -> bool:
-    """Whether a task instance is the inbox DAG's drift report task (in any task group)."""
-    return dag_id == INBOX_DAG_ID and task_id.rsplit(".", 1)[-1] == DRIFT_TASK_NAME
+def is_inbox_task(dag_id: str, task_id: str, name: str) -> bool:
+    """Whether a task instance is the inbox DAG's task ``name`` (in any task group)."""
+    return dag_id == INBOX_DAG_ID and task_id.rsplit(".", 1)[-1] == name
+
+
+def review_url(result: Any, base_path: str = "") -> str:
+    """URL of the review page of a ``process`` result, or ``""`` when the item failed or was not processed."""
+    from clearmark.storage import validate_report_id
+
+    if not isinstance(result, dict) or result.get("status") == "failed" or not result.get("finished_at"):
+        return ""
+    archive, review_date = str(result.get("name") or ""), str(result["finished_at"])[:10]
+    try:
+        validate_report_id(review_date, archive)
+    except ValueError:
+        return ""
+    return f"{base_path.rstrip('/')}{URL_PREFIX}/{review_path(review_date, archive)}"
 
 
 def drift_report_url(summary: Any, base_path: str = "") -> str:
@@ -78,6 +96,17 @@ class DriftReportLink(BaseOperatorLink):
         return [_PythonDecoratedOperator]
 
     def get_link(self, operator: Any, *, ti_key: TaskInstanceKey) -> str:
-        if not is_drift_task(ti_key.dag_id, ti_key.task_id):
+        if not is_inbox_task(ti_key.dag_id, ti_key.task_id, DRIFT_TASK_NAME):
             return ""
         return drift_report_url(_task_return_value(ti_key), _airflow_base_path())
+
+
+class ReviewLink(DriftReportLink):
+    """Operator extra link "Review" for TaskFlow tasks; shown for the inbox DAG's process task."""
+
+    name = "Review"
+
+    def get_link(self, operator: Any, *, ti_key: TaskInstanceKey) -> str:
+        if not is_inbox_task(ti_key.dag_id, ti_key.task_id, PROCESS_TASK_NAME):
+            return ""
+        return review_url(_task_return_value(ti_key), _airflow_base_path())

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -26,6 +28,8 @@ if TYPE_CHECKING:
 
 SHA256_META = "sha256"  # user metadata key holding the content hash of every object we write
 CHUNK = 8 * 1024 * 1024
+# An archive name becomes one path segment of a report's key and URL.
+_ARCHIVE_NAME = re.compile(r"^(?!\.\.?$)[^/\\\x00-\x1f]{1,255}$")
 
 
 class StorageError(RuntimeError):
@@ -46,6 +50,57 @@ def sha256_file(path: Path) -> str:
         for block in iter(lambda: fh.read(CHUNK), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def validate_report_id(report_date: str, archive: str) -> None:
+    """Raise ``ValueError`` unless ``report_date`` is YYYY-MM-DD and ``archive`` is one safe path segment.
+
+    Reports per archive and day (drift reports, reviews) are keyed ``<kind>/<date>/<archive>/``.
+    """
+    try:
+        # fromisoformat also takes 20261122; the fixed length keeps keys in one form.
+        valid_date = len(report_date) == 10 and bool(date.fromisoformat(report_date))
+    except (TypeError, ValueError):
+        valid_date = False
+    if not valid_date:
+        raise ValueError(f"Report date {report_date!r} is not a YYYY-MM-DD date.")
+    if not _ARCHIVE_NAME.match(archive or ""):
+        raise ValueError(
+            f"Archive name {archive!r} cannot name a drift report or review: use the archive's file name "
+            "(no '/', '\\', control characters, '.' or '..')."
+        )
+
+
+def list_dated_summaries(store: ObjectStore, kind: str, summary_file: str, *, limit: int = 500) -> list[dict[str, Any]]:
+    """The ``<kind>/<date>/<archive>/<summary_file>`` objects of the reports bucket, newest ``limit``.
+
+    Newest date first, then archive name; each summary gets its ``archive`` and ``date``.
+    Reads only the small summaries; one that cannot be read is listed with an ``error``
+    instead of hiding the others.
+    """
+    import json
+
+    bucket = store.settings.reports_bucket
+    found = []
+    for info in store.list(bucket, f"{kind}/"):
+        parts = info.key.split("/")
+        if len(parts) != 4 or parts[3] != summary_file:
+            continue
+        try:
+            validate_report_id(parts[1], parts[2])
+        except ValueError:
+            continue
+        found.append((parts[1], parts[2], info.key))
+    found.sort(key=lambda item: item[1])
+    found.sort(key=lambda item: item[0], reverse=True)  # stable: archives stay in name order per day
+    summaries = []
+    for report_date, archive, key in found[:limit]:
+        try:
+            summary = json.loads(store.get_bytes(bucket, key))
+        except (ValueError, UnicodeDecodeError) as exc:
+            summary = {"error": f"unreadable {summary_file}: {exc}"}
+        summaries.append({**summary, "archive": archive, "date": report_date})
+    return summaries
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

@@ -15,21 +15,30 @@ from clearmark.settings import REPO_ROOT
 PLUGINS = REPO_ROOT / "plugins"
 sys.path.insert(0, str(PLUGINS))
 
-from clearmark_drift.links import drift_report_url, is_drift_task  # noqa: E402
+from clearmark_drift.links import DRIFT_TASK_NAME, PROCESS_TASK_NAME, drift_report_url, is_inbox_task, review_url  # noqa: E402
 
 
 @pytest.mark.parametrize(
-    ("dag_id", "task_id", "expected"),
+    ("dag_id", "task_id", "drift", "review"),
     [
-        ("clearmark_inbox", "handle_archive.drift_report", True),
-        ("clearmark_inbox", "drift_report", True),
-        ("clearmark_inbox", "handle_archive.process", False),
-        ("clearmark_inbox", "handle_archive.notify_drift", False),
-        ("other_dag", "drift_report", False),
+        ("clearmark_inbox", "handle_archive.drift_report", True, False),
+        ("clearmark_inbox", "drift_report", True, False),
+        ("clearmark_inbox", "handle_archive.process", False, True),
+        ("clearmark_inbox", "handle_archive.notify_drift", False, False),
+        ("other_dag", "drift_report", False, False),
+        ("other_dag", "process", False, False),
     ],
 )
-def test_only_the_inbox_drift_task_gets_the_link(dag_id: str, task_id: str, expected: bool) -> None:
-    assert is_drift_task(dag_id, task_id) is expected
+def test_only_the_inbox_tasks_get_their_links(dag_id: str, task_id: str, drift: bool, review: bool) -> None:
+    assert is_inbox_task(dag_id, task_id, DRIFT_TASK_NAME) is drift
+    assert is_inbox_task(dag_id, task_id, PROCESS_TASK_NAME) is review
+
+
+def test_review_link_opens_the_page_of_the_day_the_item_was_processed() -> None:
+    result = {"status": "ok", "name": "holiday photos#1.zip", "finished_at": "2026-11-22T23:59:00+00:00"}
+    assert review_url(result) == "/clearmark-drift/reviews/2026-11-22/holiday%20photos%231.zip/"
+    assert review_url(result, "/airflow") == "/airflow/clearmark-drift/reviews/2026-11-22/holiday%20photos%231.zip/"
+    assert review_url({**result, "status": "failed"}) == "" and review_url(None) == "" and review_url({**result, "name": ".."}) == ""
 
 
 def test_link_points_at_the_report_page_with_a_quoted_archive_name() -> None:
@@ -70,6 +79,6 @@ print(json.dumps({
     found = json.loads(done.stdout.strip().splitlines()[-1])
 
     assert found["errors"] == {}
-    assert ["Drift reports", "/clearmark-drift"] in found["apps"]
-    assert ["Drift reports", "clearmark-drift/", "nav", True] in found["views"]
-    assert "DriftReportLink" in found["links"]
+    assert ["Reviews and drift reports", "/clearmark-drift"] in found["apps"]
+    assert ["Reviews & drift", "clearmark-drift/", "nav", True] in found["views"]
+    assert {"DriftReportLink", "ReviewLink"} <= set(found["links"])

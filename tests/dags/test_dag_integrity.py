@@ -13,7 +13,7 @@ from clearmark.bench.platform import HEAVY_MODULES
 
 DAGS_DIR = Path(__file__).resolve().parents[2] / "dags"
 DAG_FILES = sorted(DAGS_DIR.glob("*.py"))
-EXPECTED_DAGS = {"clearmark_etl_nightly", "clearmark_train", "clearmark_inbox"}
+EXPECTED_DAGS = {"clearmark_etl_nightly", "clearmark_train", "clearmark_inbox", "clearmark_review_daily"}
 HEAVY = list(HEAVY_MODULES)  # one list, shared with the parse benchmark
 
 
@@ -95,3 +95,4 @@ def test_inbox_uses_a_deferrable_sensor_and_mapped_group(dagbag) -> None:
     assert process.max_active_tis_per_dagrun >= 1
     assert isinstance(process.task_group, MappedTaskGroup)
     assert dag.get_task("handle_archive.notify_drift").upstream_task_ids == {"handle_archive.drift_report"}
+    assert dag.get_task("handle_archive.review").upstream_task_ids == {"handle_archive.process"}

@@ -85,6 +85,7 @@ def test_inbox_dag_cleans_an_archive_and_reports_drift(
     assert states[("wait_for_archives", -1)] == "success"
     assert states[("handle_archive.process", 0)] == "success"
     assert states[("handle_archive.drift_report", 0)] == "success"
+    assert states[("handle_archive.review", 0)] == "success"
 
     any_ti = run.get_task_instances()[0]
     processed = any_ti.xcom_pull(task_ids="handle_archive.process", map_indexes=0)
@@ -105,3 +106,12 @@ def test_inbox_dag_cleans_an_archive_and_reports_drift(
     drift = [o.key for o in store.list(settings.reports_bucket, "drift/")]
     assert any(k.endswith("/photos.zip/report.html") for k in drift)
     assert any(k.endswith("/photos.zip/summary.json") for k in drift)
+
+    # The review of the same day: every image listed, pictured with its mask, summary last.
+    review = any_ti.xcom_pull(task_ids="handle_archive.review", map_indexes=0)
+    assert review["prefix"] == f"reviews/{processed['finished_at'][:10]}/photos.zip/"
+    assert review["images"] == 3 and review["content_sha256"] == processed["content_sha256"]
+    stored = json.loads(store.get_bytes(settings.reports_bucket, review["prefix"] + "review.json"))
+    assert sorted(r["member"] for r in stored["rows"]) == ["a/photo0.jpg", "a/photo1.jpg", "b/c/photo2.jpg"]
+    assert all(store.exists(settings.reports_bucket, review["prefix"] + r["thumb"]) for r in stored["rows"])
+    assert "masks_key" in processed

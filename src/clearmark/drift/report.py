@@ -9,12 +9,12 @@ parsing the big JSON).  Heavy libraries are imported inside the functions.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterator
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from clearmark.data.features import FEATURE_COLUMNS
+from clearmark.storage import list_dated_summaries, validate_report_id
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -24,24 +24,6 @@ if TYPE_CHECKING:
 
 DRIFT_PREFIX = "drift"
 SUMMARY_FILE = "summary.json"
-# An archive name becomes one path segment of the report's key and URL.
-_ARCHIVE_NAME = re.compile(r"^(?!\.\.?$)[^/\\\x00-\x1f]{1,255}$")
-
-
-def validate_report_id(report_date: str, archive: str) -> None:
-    """Raise ``ValueError`` unless ``report_date`` is YYYY-MM-DD and ``archive`` is one safe path segment."""
-    try:
-        # fromisoformat also takes 20261122; the fixed length keeps keys in one form.
-        valid_date = len(report_date) == 10 and bool(date.fromisoformat(report_date))
-    except (TypeError, ValueError):
-        valid_date = False
-    if not valid_date:
-        raise ValueError(f"Report date {report_date!r} is not a YYYY-MM-DD date.")
-    if not _ARCHIVE_NAME.match(archive or ""):
-        raise ValueError(
-            f"Archive name {archive!r} cannot name a drift report: use the archive's file name "
-            "(no '/', '\\', control characters, '.' or '..')."
-        )
 
 
 def report_prefix(report_date: str, archive: str) -> str:
@@ -257,35 +239,8 @@ def drift_report_for_batch(settings: Settings, result: dict[str, Any]) -> dict[s
 
 
 def list_reports(store: ObjectStore, *, limit: int = 500) -> list[dict[str, Any]]:
-    """Summaries of the newest ``limit`` drift reports (newest date first, then archive name).
-
-    Reads only the small ``summary.json`` objects; one that cannot be read is listed
-    with an ``error`` instead of hiding the others.
-    """
-    bucket = store.settings.reports_bucket
-    keys = [info.key for info in store.list(bucket, f"{DRIFT_PREFIX}/") if _is_summary_key(info.key)]
-    keys.sort(key=lambda key: key.split("/")[2])
-    keys.sort(key=lambda key: key.split("/")[1], reverse=True)  # stable: archives stay in name order per day
-    reports = []
-    for key in keys[:limit]:
-        _, report_date, archive, _ = key.split("/")
-        try:
-            summary = json.loads(store.get_bytes(bucket, key))
-        except (ValueError, UnicodeDecodeError) as exc:
-            summary = {"error": f"unreadable summary.json: {exc}"}
-        reports.append({**summary, "archive": archive, "date": report_date})
-    return reports
-
-
-def _is_summary_key(key: str) -> bool:
-    parts = key.split("/")
-    if len(parts) != 4 or parts[3] != SUMMARY_FILE:
-        return False
-    try:
-        validate_report_id(parts[1], parts[2])
-    except ValueError:
-        return False
-    return True
+    """Summaries of the newest ``limit`` drift reports (newest date first, then archive name)."""
+    return list_dated_summaries(store, DRIFT_PREFIX, SUMMARY_FILE, limit=limit)
 
 
 def open_report_html(store: ObjectStore, report_date: str, archive: str) -> Iterator[bytes] | None:

@@ -23,6 +23,7 @@ EXIT_CODES = (
 def register(app: typer.Typer) -> None:
     """Add this area's commands to the root ``clearmark`` app."""
     app.command("remove", epilog=EXIT_CODES)(remove)
+    app.command("field-quality")(field_quality)
 
 
 def remove(
@@ -45,6 +46,15 @@ def remove(
         ),
     ] = None,
     save_masks: Annotated[bool, typer.Option("--save-masks", help="Also write <OUTPUT>.masks.zip.", show_default="off")] = False,
+    review: Annotated[
+        bool,
+        typer.Option(
+            "--review",
+            help="Also write <OUTPUT>.review/index.html: original | mask | cleaned of the most doubtful images, "
+            "a before/after view; it opens as a file (implies --save-masks).",
+            show_default="off",
+        ),
+    ] = False,
     overwrite: Annotated[
         bool,
         typer.Option(
@@ -66,13 +76,17 @@ def remove(
 ) -> None:
     """Detect and inpaint watermarks in every image of INPUT; write OUTPUT plus its report files."""
     from clearmark.model.detector import DetectorError
-    from clearmark.removal.archive import ArchiveError, requested_output_kind
+    from clearmark.removal.archive import ArchiveError, check_output, requested_output_kind
     from clearmark.removal.inpaint import DiffusersModelNotFoundError, UnknownInpainterError
+    from clearmark.removal.review import review_next_to, review_removal
     from clearmark.removal.runner import run_removal
     from clearmark.settings import get_settings
     from clearmark.storage import StorageError
 
     requested_output_kind(output_path)  # out.rar: refused before anything is loaded
+    if review:
+        check_output(review_next_to(output_path), folder=True, overwrite=overwrite)
+        save_masks = True  # the review's mask panel
     settings = get_settings()
     try:
         outputs = run_removal(
@@ -94,5 +108,21 @@ def remove(
     typer.echo(f"output: {outputs.output}\nreport: {outputs.report_json}\n        {outputs.report_csv}")
     if outputs.masks:
         typer.echo(f"masks:  {outputs.masks}")
+    if review:
+        typer.echo(f"review: {review_removal(input_path, outputs)}")
     if summary["status"] == "partial":
         raise typer.Exit(EXIT_PARTIAL)
+
+
+def field_quality() -> None:
+    """Count reviewers' flags per model version and tag each registered MLflow model version with them."""
+    from clearmark.removal.field_quality import log_field_quality
+    from clearmark.settings import get_settings
+
+    result = log_field_quality(get_settings())
+    for version, figures in result["logged"].items():
+        typer.echo(f"{result['model']} version {version}: {figures}")
+    for version in result["not_registered"]:
+        typer.echo(f"version {version}: flagged, but not a version of {result['model']}; not logged")
+    if not result["logged"] and not result["not_registered"]:
+        typer.echo("no flags yet: reviewers flag images on the review pages (Airflow UI, Reviews & drift)")

@@ -75,7 +75,8 @@ def process_inbox_item(settings: Settings, key: str, *, model: str | None = None
             existing["processed_key"] = _archive_original(store, key, PROCESSED, digest)
             return {**existing, "skipped": True}
         try:
-            outputs = run_removal(settings, input_path, work / "out" / name, model=model)
+            # Masks for the review page's mask panel (clearmark.removal.review).
+            outputs = run_removal(settings, input_path, work / "out" / name, model=model, save_masks=True)
         except ArchiveError as exc:
             return _fail(store, key, name, digest, str(exc))
         summary = _publish(store, key, name, digest, outputs)

@@ -1,0 +1,117 @@
+"""The review side of the plugin's app: list reviews, serve their files, read and record flags.
+
+Reviews are the folders ``clearmark.removal.review`` uploads to
+``reports/reviews/<date>/<archive>/``; flags are ``clearmark.data.feedback`` events, keyed
+by the reviewed archive's content hash and model version (read from the review's
+``summary.json``), so a review of the same content shows the same flags.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+from fastapi import HTTPException
+from fastapi.responses import StreamingResponse
+
+if TYPE_CHECKING:
+    from clearmark.data.feedback import Flag
+    from clearmark.storage import ObjectStore
+
+# The files a review holds: nothing else below its prefix is served.
+_REVIEW_FILE = re.compile(r"^(index\.html|review\.json|thumbs/\d{6}\.jpg|full/\d{6}\.(before|after)\.[a-z]{3,4})$")
+
+
+def review_path(review_date: str, archive: str) -> str:
+    """Path of a review's page below the app's root; the trailing slash makes its relative links work."""
+    return f"reviews/{review_date}/{quote(archive, safe='')}/"
+
+
+def _prefix(review_date: str, archive: str) -> str:
+    from clearmark.removal.review import review_prefix
+
+    try:
+        return review_prefix(review_date, archive)
+    except ValueError as exc:
+        raise HTTPException(status_code=404, detail=f"No such review: {exc}") from exc
+
+
+def stored_summary(store: ObjectStore, review_date: str, archive: str) -> dict[str, Any]:
+    """The review's ``summary.json``; 404 when there is none."""
+    from clearmark.removal.review import SUMMARY_FILE
+
+    key = _prefix(review_date, archive) + SUMMARY_FILE
+    if not store.exists(store.settings.reports_bucket, key):
+        raise HTTPException(status_code=404, detail=f"No review for archive {archive!r} on {review_date}.")
+    return json.loads(store.get_bytes(store.settings.reports_bucket, key))
+
+
+def stream_file(store: ObjectStore, review_date: str, archive: str, file_path: str) -> StreamingResponse:
+    from clearmark.removal.review import content_type
+
+    prefix = _prefix(review_date, archive)
+    bucket = store.settings.reports_bucket
+    if not _REVIEW_FILE.match(file_path) or not store.exists(bucket, prefix + file_path):
+        raise HTTPException(status_code=404, detail=f"No file {file_path!r} in the review of {archive!r} on {review_date}.")
+    body = store.client.get_object(Bucket=bucket, Key=prefix + file_path)["Body"]
+    return StreamingResponse(body.iter_chunks(1024 * 1024), media_type=content_type(file_path))
+
+
+def _reviewed(summary: dict[str, Any]) -> tuple[str, str]:
+    sha, version = summary.get("content_sha256"), summary.get("model_version")
+    if not sha or not version:
+        raise HTTPException(status_code=409, detail="This review names no archive content hash or model version, so it takes no flags.")
+    return str(sha), str(version)
+
+
+def flags_of(store: ObjectStore, summary: dict[str, Any]) -> dict[str, str]:
+    """member -> current flag, for the reviewed archive content and model version."""
+    from clearmark.data.feedback import current_flags, flag_prefix, read_flag_events
+
+    sha, version = _reviewed(summary)
+    return {member: flag.flag for (_, _, member), flag in current_flags(read_flag_events(store, flag_prefix(sha, version))).items()}
+
+
+def record(store: ObjectStore, review_date: str, archive: str, member: str, flag: str, user: str) -> dict[str, Any]:
+    """Record ``user``'s flag on a pictured image of the review; 422 for anything else."""
+    from dataclasses import asdict
+
+    from clearmark.data.feedback import Flag, FlagError, record_flag
+
+    prefix = _prefix(review_date, archive)
+    sha, version = _reviewed(stored_summary(store, review_date, archive))
+    rows = json.loads(store.get_bytes(store.settings.reports_bucket, prefix + "review.json"))["rows"]
+    row = next((r for r in rows if r["member"] == member and "before" in r), None)
+    if row is None:
+        raise HTTPException(status_code=422, detail=f"{member!r} is not a pictured image of this review.")
+    try:
+        saved = record_flag(store, Flag(sha, version, member, flag, user, archive=archive, original_key=prefix + row["before"]))
+    except FlagError as exc:
+        raise HTTPException(status_code=422, detail=str(exc)) from exc
+    return asdict(saved)
+
+
+def all_current_flags(store: ObjectStore) -> dict[tuple[str, str, str], Flag]:
+    from clearmark.data.feedback import current_flags, read_flag_events
+
+    return current_flags(read_flag_events(store))
+
+
+def listed(store: ObjectStore, flags: dict[tuple[str, str, str], Flag], limit: int) -> list[dict[str, Any]]:
+    """Review summaries with their flag counts and relative ``href``."""
+    from clearmark.removal.review import list_reviews
+
+    counts: dict[tuple[str, str], dict[str, int]] = {}
+    for (sha, version, _), flag in flags.items():
+        per_flag = counts.setdefault((sha, version), {})
+        per_flag[flag.flag] = per_flag.get(flag.flag, 0) + 1
+    return [
+        {
+            **review,
+            "flags": counts.get((str(review.get("content_sha256")), str(review.get("model_version"))), {}),
+            "href": review_path(review["date"], review["archive"]),
+        }
+        for review in list_reviews(store, limit=limit)
+    ]

@@ -1,0 +1,375 @@
+"""Review page of one cleaned archive: before | mask | after thumbnails, most doubtful first.
+
+:func:`build_review` reads the original input, the cleaned output, the report and (when
+removal wrote it) ``<output>.masks.zip``, one image at a time, and writes a folder::
+
+    index.html    static and self-contained (inline CSS and JS, the rows inline): opens as a file
+    review.json   the rows the page shows, and the summary
+    summary.json  the small summary the Airflow plugin lists (written last)
+    thumbs/N.jpg  original | mask overlay | cleaned, side by side
+    full/N.before.<ext>, full/N.after.<ext>   full size, loaded only when a row is opened
+
+Every image of the report is listed; thumbnails and full-size copies are made for the
+``max_images`` most doubtful ones only, so the cost stays bounded however large the
+archive.  :func:`publish_review` does the same for an inbox item and uploads the folder to
+``reports/reviews/<date>/<archive>/``; :func:`review_next_to` writes ``OUTPUT.review/``
+for ``clearmark remove --review``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from string import Template
+from typing import TYPE_CHECKING, Any
+
+from clearmark.removal.archive import ArchiveReader, Limits
+from clearmark.storage import list_dated_summaries, validate_report_id
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from clearmark.removal.pipeline import RemovalOutputs
+    from clearmark.settings import Settings
+    from clearmark.storage import ObjectStore
+
+REVIEWS_PREFIX = "reviews"
+REVIEW_SUFFIX = ".review"
+SUMMARY_FILE = "summary.json"
+PAGE_TEMPLATE = Path(__file__).resolve().parents[1] / "assets" / "review.html"
+# Which way removal cleaned an image; R's report rows carry the shares, older reports only the status.
+CLEANED_BY = ("unblended", "inpainted", "unchanged", "error")
+# Formats every browser shows as they are; others (TIFF) get a JPEG copy for the page.
+_BROWSER_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp"})
+_OVERLAY_RGB = (230, 30, 60)
+
+
+@dataclass(frozen=True)
+class ReviewOptions:
+    """How much a review builds: the page size and how many images get pictures."""
+
+    page_size: int = 48
+    max_images: int = 480  # thumbnails and full-size copies for the most doubtful images only
+    thumb_side: int = 224  # long side of each of the three panels, px
+
+
+def review_prefix(report_date: str, archive: str) -> str:
+    """Key prefix (reports bucket) of one archive's review on one day."""
+    validate_report_id(report_date, archive)
+    return f"{REVIEWS_PREFIX}/{report_date}/{archive}/"
+
+
+def cleaned_by(row: dict[str, Any]) -> str:
+    """``unblended``, ``inpainted``, ``unchanged`` or ``error`` for one report row."""
+    status = row.get("status")
+    if status == "error":
+        return "error"
+    if status != "cleaned":
+        return "unchanged"
+    return "unblended" if (row.get("unblended_share") or 0.0) > (row.get("inpainted_share") or 0.0) else "inpainted"
+
+
+def doubt(row: dict[str, Any], threshold: float) -> float:
+    """How much a reviewer should look at an image, 0 (sure) .. 2 (error).
+
+    A cleaned image is doubtful when its mask's confidence is near the threshold or its
+    mask covers much of the image; an unchanged one when its highest probability came
+    near the threshold; a larger residual (when the report has one) adds to it.
+    """
+    if row.get("status") == "error":
+        return 2.0
+    confidence, coverage = float(row.get("confidence") or 0.0), float(row.get("mask_coverage") or 0.0)
+    if row.get("status") == "cleaned":
+        margin = (confidence - threshold) / max(1e-6, 1.0 - threshold)
+        score = max(1.0 - margin, coverage)
+    else:
+        score = confidence / max(threshold, 1e-6)
+    return round(min(1.0, max(0.0, score)) * 0.9 + min(0.1, float(row.get("residual") or 0.0)), 4)
+
+
+def review_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """The report's image rows (non-image members left out), most doubtful first."""
+    threshold = float(report.get("threshold") or 0.5)
+    rows = [
+        {
+            "member": row["path"],
+            "status": row["status"],
+            "cleaned_by": cleaned_by(row),
+            "coverage": row.get("mask_coverage"),
+            "confidence": row.get("confidence"),
+            "doubt": doubt(row, threshold),
+            "width": row.get("width"),
+            "height": row.get("height"),
+            "error": row.get("error") or "",
+        }
+        for row in report["rows"]
+        if row["status"] != "copied_non_image"
+    ]
+    rows.sort(key=lambda r: r["member"])
+    rows.sort(key=lambda r: r["doubt"], reverse=True)
+    for number, row in enumerate(rows):
+        row["n"] = number
+    return rows
+
+
+def build_review(
+    original: Path,
+    cleaned: Path,
+    report: dict[str, Any],
+    out_dir: Path,
+    *,
+    masks: Path | None = None,
+    archive: str,
+    content_sha256: str | None = None,
+    review_date: str | None = None,
+    options: ReviewOptions | None = None,
+    limits: Limits | None = None,
+) -> dict[str, Any]:
+    """Write the review folder ``out_dir`` (replaced atomically) and return its summary."""
+    options = options or ReviewOptions()
+    started = time.perf_counter()
+    rows = review_rows(report)
+    showable = [row for row in rows if row["status"] != "error" or _readable(row)]
+    pictured = {row["member"]: row for row in showable[: options.max_images]}
+    work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=_mkdir(out_dir.parent)))
+    try:
+        (work / "thumbs").mkdir()
+        (work / "full").mkdir()
+        _write_pictures(original, cleaned, masks, pictured, work, options, limits or Limits())
+        summary = _summary(report, rows, archive, content_sha256, review_date, options, time.perf_counter() - started)
+        (work / "review.json").write_text(json.dumps({"summary": summary, "rows": rows}), encoding="utf-8")
+        (work / "index.html").write_text(render_page(summary, rows), encoding="utf-8")
+        (work / SUMMARY_FILE).write_text(json.dumps(summary, indent=2), encoding="utf-8")
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        work.rename(out_dir)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    return summary
+
+
+def _mkdir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _readable(row: dict[str, Any]) -> bool:
+    """An error row whose original was still copied to the output can be shown."""
+    return "copied unchanged" in row["error"]
+
+
+def _summary(
+    report: dict[str, Any], rows: list[dict[str, Any]], archive: str, content_sha256: str | None,
+    review_date: str | None, options: ReviewOptions, build_s: float,
+) -> dict[str, Any]:  # fmt: skip
+    by_path = {name: sum(1 for r in rows if r["cleaned_by"] == name) for name in CLEANED_BY}
+    images = len(rows)
+    return {
+        "archive": archive,
+        "date": review_date or datetime.now(UTC).date().isoformat(),
+        "content_sha256": content_sha256,
+        "model_version": str(report.get("model_version", "")),
+        "images": images,
+        "pictured": sum(1 for r in rows if "thumb" in r),
+        "cleaned_by": by_path,
+        "share_cleaned": round((by_path["unblended"] + by_path["inpainted"]) / images, 4) if images else 0.0,
+        "errors": by_path["error"],
+        "page_size": options.page_size,
+        "removal_s": report.get("duration_s"),
+        "build_s": round(build_s, 3),
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
+def _write_pictures(
+    original: Path, cleaned: Path, masks: Path | None, pictured: dict[str, dict[str, Any]],
+    out: Path, options: ReviewOptions, limits: Limits,
+) -> None:  # fmt: skip
+    """Thumbnail strip and full-size copies of each pictured row, one image in memory at a time."""
+    import contextlib
+    import zipfile
+
+    if not pictured:
+        return
+    with (
+        ArchiveReader(original, limits) as before_reader,
+        ArchiveReader(cleaned, limits) as after_reader,
+        zipfile.ZipFile(masks) if masks is not None and masks.is_file() else contextlib.nullcontext() as mask_zip,
+    ):
+        after_members = {m.path: m for m in after_reader.members if not m.is_dir}
+        mask_names = set(mask_zip.namelist()) if mask_zip is not None else set()
+        # The original in its own order (a tar.gz reads forward), the cleaned one by name.
+        for member in before_reader.members:
+            row = pictured.get(member.path)
+            after = after_members.get(member.path)
+            if row is None or after is None or member.error:
+                continue
+            with member.open() as stream:
+                before_bytes = stream.read()
+            with after.open() as stream:
+                after_bytes = stream.read()
+            mask_name = member.path + ".mask.png"
+            mask_bytes = mask_zip.read(mask_name) if mask_zip is not None and mask_name in mask_names else None
+            try:
+                strip = thumbnail_strip(before_bytes, after_bytes, mask_bytes, options.thumb_side)
+            except Exception as exc:  # an image PIL cannot show: listed without a picture
+                row["picture_error"] = f"{type(exc).__name__}: {exc}"
+                continue
+            name = f"{row['n']:06d}"
+            strip.save(out / "thumbs" / f"{name}.jpg", "JPEG", quality=82, optimize=True)
+            row["thumb"] = f"thumbs/{name}.jpg"
+            row["before"] = _full_copy(before_bytes, member.path, out / "full" / f"{name}.before")
+            row["after"] = _full_copy(after_bytes, member.path, out / "full" / f"{name}.after")
+
+
+def _upright(data: bytes, side: int) -> tuple[Image.Image, int, tuple[int, int]]:
+    """Decode at about ``side`` px (JPEG's DCT scaling), upright; with its orientation and stored size."""
+    from PIL import Image, ImageOps
+
+    image = Image.open(io.BytesIO(data))
+    image.draft("RGB", (side, side))
+    orientation = int(image.getexif().get(0x0112, 1) or 1)
+    stored = image.convert("RGB")
+    return ImageOps.exif_transpose(stored) if orientation != 1 else stored, orientation, stored.size
+
+
+def thumbnail_strip(before: bytes, after: bytes, mask_png: bytes | None, side: int) -> Image.Image:
+    """One image: the original, the original with the mask in red, the cleaned image."""
+    import numpy as np
+    from PIL import Image
+
+    from clearmark.removal.imageio import to_upright
+
+    original, orientation, stored_size = _upright(before, side)
+    original.thumbnail((side, side), Image.Resampling.BILINEAR)
+    cleaned, _, _ = _upright(after, side)
+    cleaned = cleaned.resize(original.size, Image.Resampling.BILINEAR)
+    overlay = original.copy()
+    if mask_png is not None:
+        mask = Image.open(io.BytesIO(mask_png)).convert("L").resize(stored_size, Image.Resampling.NEAREST)
+        mask = Image.fromarray(np.ascontiguousarray(to_upright(np.asarray(mask), orientation))).resize(original.size)
+        tinted = Image.blend(original, Image.new("RGB", original.size, _OVERLAY_RGB), 0.6)
+        overlay = Image.composite(tinted, original, mask)
+    gap = 4
+    width, height = original.size
+    strip = Image.new("RGB", (3 * width + 2 * gap, height), (255, 255, 255))
+    for index, panel in enumerate((original, overlay, cleaned)):
+        strip.paste(panel, (index * (width + gap), 0))
+    return strip
+
+
+def _full_copy(data: bytes, member: str, stem: Path) -> str:
+    """The image as the browser will show it: the bytes themselves, or a JPEG of other formats."""
+    suffix = Path(member).suffix.lower()
+    if suffix in _BROWSER_SUFFIXES:
+        target = stem.with_name(stem.name + suffix)
+        target.write_bytes(data)
+    else:
+        from PIL import Image, ImageOps
+
+        target = stem.with_name(stem.name + ".jpg")
+        ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGB").save(target, "JPEG", quality=92)
+    return f"full/{target.name}"
+
+
+def render_page(summary: dict[str, Any], rows: list[dict[str, Any]]) -> str:
+    """The static page: the template with the summary and rows inline (``</`` escaped for the script tag)."""
+    data = json.dumps({"summary": summary, "rows": rows}).replace("</", "<\\/")
+    page = Template(PAGE_TEMPLATE.read_text(encoding="utf-8"))
+    return page.substitute(title=_html_escape(f"Review: {summary['archive']}"), data=data)
+
+
+def _html_escape(text: str) -> str:
+    import html
+
+    return html.escape(text, quote=True)
+
+
+# --- where reviews go -------------------------------------------------------------------------
+def review_next_to(output: Path) -> Path:
+    """``OUTPUT.review``: the folder ``clearmark remove --review`` writes."""
+    return output.with_name(output.name + REVIEW_SUFFIX)
+
+
+def review_removal(input_path: Path, outputs: RemovalOutputs, *, options: ReviewOptions | None = None) -> Path:
+    """Write ``OUTPUT.review/`` for a local run (``clearmark remove --review``); returns its ``index.html``."""
+    from clearmark.storage import sha256_file
+
+    folder = review_next_to(outputs.output)
+    report = json.loads(outputs.report_json.read_bytes())
+    digest = sha256_file(input_path) if Path(input_path).is_file() else None
+    build_review(input_path, outputs.output, report, folder, masks=outputs.masks, archive=outputs.output.name, content_sha256=digest, options=options)
+    return folder / "index.html"
+
+
+def publish_review(settings: Settings, result: dict[str, Any], *, options: ReviewOptions | None = None) -> dict[str, Any]:
+    """Build and upload the review of one processed inbox item (``process_inbox_item``'s result).
+
+    Dated by the day the item was processed, so a retry or a re-run of the same content
+    rewrites the same review.  ``summary.json`` goes up last: the plugin lists a review
+    only once all its files are there.  Failed items have nothing to review (``skipped``).
+    """
+    from clearmark.storage import ObjectStore
+
+    archive = str(result.get("name") or result.get("key", "")).rstrip("/")
+    if result.get("status") == "failed" or not result.get("report_key") or not result.get("processed_key"):
+        return {"archive": archive, "skipped": True, "reason": f"item status {result.get('status')!r}: nothing to review"}
+    review_date = str(result.get("finished_at") or datetime.now(UTC).isoformat())[:10]
+    prefix = review_prefix(review_date, archive)
+    store = ObjectStore(settings)
+    outbox = result.get("outbox_bucket") or settings.outbox_bucket
+    work = settings.home / "work" / "review" / uuid.uuid4().hex[:12]
+    try:
+        original = _download(store, settings.inbox_bucket, result["processed_key"], work / "in" / archive)
+        cleaned = _download(store, outbox, result["outbox_key"], work / "out" / archive)
+        masks = _download(store, outbox, result["masks_key"], work / "masks.zip") if result.get("masks_key") else None
+        report = json.loads(store.get_bytes(outbox, result["report_key"]))
+        summary = build_review(
+            original, cleaned, report, work / "review", masks=masks, archive=archive,
+            content_sha256=result.get("content_sha256"), review_date=review_date, options=options,
+            limits=Limits.from_settings(settings),
+        )  # fmt: skip
+        upload_review(store, work / "review", prefix)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return {**summary, "skipped": False, "prefix": prefix}
+
+
+def _download(store: ObjectStore, bucket: str, key: str, target: Path) -> Path:
+    """An object, or every object below a ``folder/`` key, to ``target``."""
+    if not key.endswith("/"):
+        return store.get_file(bucket, key, target)
+    for info in store.list(bucket, key):
+        if not info.key.endswith("/"):
+            store.get_file(bucket, info.key, target / info.key[len(key) :])
+    return target
+
+
+_CONTENT_TYPES = {".html": "text/html; charset=utf-8", ".json": "application/json", ".jpg": "image/jpeg", ".jpeg": "image/jpeg",
+                  ".png": "image/png", ".webp": "image/webp", ".gif": "image/gif", ".bmp": "image/bmp"}  # fmt: skip
+
+
+def content_type(name: str) -> str:
+    """The media type the plugin and the upload give a review file."""
+    return _CONTENT_TYPES.get(Path(name).suffix.lower(), "application/octet-stream")
+
+
+def upload_review(store: ObjectStore, folder: Path, prefix: str) -> None:
+    """Upload a review folder below ``prefix``; its ``summary.json`` last."""
+    bucket = store.settings.reports_bucket
+    files = sorted((p for p in folder.rglob("*") if p.is_file()), key=lambda p: p.name == SUMMARY_FILE)
+    for path in files:
+        store.put_file(bucket, prefix + path.relative_to(folder).as_posix(), path, content_type=content_type(path.name))
+
+
+def list_reviews(store: ObjectStore, *, limit: int = 500) -> list[dict[str, Any]]:
+    """Summaries of the newest ``limit`` reviews (newest date first, then archive name)."""
+    return list_dated_summaries(store, REVIEWS_PREFIX, SUMMARY_FILE, limit=limit)

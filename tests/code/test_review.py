@@ -1,0 +1,152 @@
+"""The review page of a cleaned archive: what it lists, in which order, and what it pictures."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from clearmark.data.feedback import Flag, FlagError, current_flags, field_quality
+from clearmark.model.inference import DetectionOptions
+from clearmark.removal.pipeline import remove_watermarks, sidecar
+from clearmark.removal.review import ReviewOptions, build_review, cleaned_by, doubt, review_rows, thumbnail_strip
+from tests.support.hostile_archives import clean_rgb, encode, watermarked_rgb
+
+OPTIONS = DetectionOptions(threshold=0.5, dilate_px=3, batch_size=3)
+
+
+@pytest.fixture(scope="module")
+def cleaned(tmp_path_factory: pytest.TempPathFactory, detector, inpainter) -> tuple[Path, Path, Path, dict]:  # noqa: ANN001
+    root = tmp_path_factory.mktemp("review")
+    source = root / "photos.zip"
+    with zipfile.ZipFile(source, "w") as archive:
+        for index in range(6):
+            archive.writestr(f"trip/marked{index}.jpg", encode(watermarked_rgb(64, 96, index), "JPEG", quality=92))
+        archive.writestr("trip/clean.png", encode(clean_rgb(64, 64, 9), "PNG"))
+        archive.writestr("trip/broken.jpg", b"not a jpeg")
+        archive.writestr("notes.txt", b"text\n")
+    outputs = remove_watermarks(source, root / "out.zip", detector=detector, inpainter=inpainter, options=OPTIONS, save_masks=True, progress=False)
+    return source, outputs.output, sidecar(outputs.output, ".masks.zip"), json.loads(outputs.report_json.read_bytes())
+
+
+def test_rows_list_every_image_most_doubtful_first(cleaned) -> None:  # noqa: ANN001
+    *_, report = cleaned
+    rows = review_rows(report)
+    assert sorted(r["member"] for r in rows) == sorted(r["path"] for r in report["rows"] if r["path"] != "notes.txt")
+    assert rows[0]["member"] == "trip/broken.jpg" and rows[0]["cleaned_by"] == "error"
+    assert [r["doubt"] for r in rows] == sorted((r["doubt"] for r in rows), reverse=True)
+    assert {r["cleaned_by"] for r in rows} == {"error", "inpainted", "unchanged"}
+    assert [r["n"] for r in rows] == list(range(len(rows)))
+
+
+def test_doubt_rises_as_confidence_nears_the_threshold_and_with_coverage() -> None:
+    sure = doubt({"status": "cleaned", "confidence": 0.98, "mask_coverage": 0.02}, 0.5)
+    unsure = doubt({"status": "cleaned", "confidence": 0.55, "mask_coverage": 0.02}, 0.5)
+    huge = doubt({"status": "cleaned", "confidence": 0.98, "mask_coverage": 0.8}, 0.5)
+    near_miss = doubt({"status": "unchanged_no_watermark", "confidence": 0.45}, 0.5)
+    clear_miss = doubt({"status": "unchanged_no_watermark", "confidence": 0.05}, 0.5)
+    assert sure < unsure and sure < huge and clear_miss < near_miss < doubt({"status": "error"}, 0.5)
+
+
+def test_cleaned_by_reads_the_shares_and_falls_back_to_the_status() -> None:
+    assert cleaned_by({"status": "cleaned", "unblended_share": 0.9, "inpainted_share": 0.1}) == "unblended"
+    assert cleaned_by({"status": "cleaned", "unblended_share": 0.2, "inpainted_share": 0.8}) == "inpainted"
+    assert cleaned_by({"status": "cleaned"}) == "inpainted"  # reports from before unblending
+    assert cleaned_by({"status": "unchanged_no_watermark"}) == "unchanged"
+
+
+def test_review_folder_pictures_the_most_doubtful_images_and_lists_all(cleaned, tmp_path: Path) -> None:  # noqa: ANN001
+    source, output, masks, report = cleaned
+    options = ReviewOptions(page_size=3, max_images=4, thumb_side=48)
+    summary = build_review(source, output, report, tmp_path / "out.review", masks=masks, archive="photos.zip", options=options)
+    folder = tmp_path / "out.review"
+    stored = json.loads((folder / "review.json").read_text())
+    rows = stored["rows"]
+    assert summary["images"] == len(rows) == 8 and stored["summary"] == summary
+    pictured = [r for r in rows if "thumb" in r]
+    # The four most doubtful are tried, none other; the undecodable one (copied unchanged) says why it has no picture.
+    assert [r["member"] for r in pictured] == [r["member"] for r in rows[1:4]] and summary["pictured"] == 3
+    assert rows[0]["member"] == "trip/broken.jpg" and "UnidentifiedImageError" in rows[0]["picture_error"]
+    assert sorted(p.name for p in (folder / "thumbs").iterdir()) == sorted(Path(r["thumb"]).name for r in pictured)
+    for row in pictured:
+        with zipfile.ZipFile(source) as archive:
+            assert (folder / row["before"]).read_bytes() == archive.read(row["member"])  # full size, untouched
+        with zipfile.ZipFile(output) as archive:
+            assert (folder / row["after"]).read_bytes() == archive.read(row["member"])
+        strip = Image.open(folder / row["thumb"])
+        assert strip.format == "JPEG" and strip.height <= 48 and (folder / row["thumb"]).stat().st_size < 60_000
+    page = (folder / "index.html").read_text()
+    assert "<script src" not in page and "http" not in re.sub(r'"(before|after|thumb)": "[^"]*"', "", page)  # no CDN, nothing remote
+    embedded = json.loads(re.search(r'<script id="review-data" type="application/json">(.*?)</script>', page, re.S).group(1))
+    assert embedded["rows"] == rows
+
+
+def test_a_rebuild_replaces_the_folder_and_keeps_nothing_stale(cleaned, tmp_path: Path) -> None:  # noqa: ANN001
+    source, output, masks, report = cleaned
+    folder = tmp_path / "r"
+    build_review(source, output, report, folder, masks=masks, archive="a.zip", options=ReviewOptions(max_images=8))
+    build_review(source, output, report, folder, masks=masks, archive="a.zip", options=ReviewOptions(max_images=2))
+    assert len(list((folder / "thumbs").iterdir())) == 1
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_the_overlay_panel_is_red_where_the_mask_is_and_the_strip_is_upright() -> None:
+    rgb = np.full((40, 80, 3), 128, np.uint8)
+    mask = np.zeros((40, 80), np.uint8)
+    mask[:, :40] = 255
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored landscape, shown portrait
+    buffer = io.BytesIO()
+    Image.fromarray(rgb).save(buffer, "JPEG", exif=exif, quality=95)
+    strip = thumbnail_strip(buffer.getvalue(), buffer.getvalue(), encode(np.dstack([mask] * 3), "PNG"), 80)
+    width = (strip.width - 8) // 3
+    assert strip.height == 80 and width == 40  # upright: portrait panels
+    overlay = np.asarray(strip)[:, width + 4 : 2 * width + 4].astype(int)
+    # Orientation 6 turns the stored left half into the upper half.
+    assert overlay[10, 20, 0] - overlay[10, 20, 2] > 80 and abs(overlay[70, 20, 0] - overlay[70, 20, 2]) < 10
+
+
+def test_the_latest_flag_of_an_image_counts_and_the_rate_is_the_share_of_problems() -> None:
+    sha = "a" * 64
+    events = [
+        Flag(sha, "3", "x.jpg", "good", "ann", at="2026-01-01T10:00:00"),
+        Flag(sha, "3", "x.jpg", "watermark_left", "bob", at="2026-01-01T11:00:00"),
+        Flag(sha, "3", "y.jpg", "good", "ann", at="2026-01-01T10:00:00"),
+        Flag(sha, "4", "x.jpg", "image_damaged", "ann", at="2026-01-02T10:00:00"),
+    ]
+    quality = field_quality(list(current_flags(events).values()))
+    assert quality["3"] == {"field_flagged_images": 2, "field_flags_watermark_left": 1, "field_flags_image_damaged": 0,
+                            "field_flags_good": 1, "field_flag_rate": 0.5}  # fmt: skip
+    assert quality["4"]["field_flag_rate"] == 1.0
+    with pytest.raises(FlagError, match="not one of"):
+        Flag(sha, "3", "x.jpg", "meh", "ann").check()
+
+
+def test_remove_review_writes_a_page_next_to_the_output_that_opens_as_a_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from clearmark.cli import app
+    from clearmark.settings import get_settings
+    from tests.support.hostile_archives import tiny_detector_folder
+
+    monkeypatch.setenv("CLEARMARK_HOME", str(tmp_path / "home"))
+    get_settings.cache_clear()
+    model = tiny_detector_folder(tmp_path / "detector", finds_everything=True)
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.jpg").write_bytes(encode(watermarked_rgb(64, 64, 1), "JPEG"))
+    args = ["remove", str(tmp_path / "in"), str(tmp_path / "out.zip"), "--model", str(model), "--review"]
+    done = CliRunner().invoke(app, args)
+    assert done.exit_code == 0, done.output
+    page = tmp_path / "out.zip.review" / "index.html"
+    assert f"review: {page}" in done.output and (tmp_path / "out.zip.masks.zip").is_file()
+    row = json.loads((tmp_path / "out.zip.review" / "review.json").read_text())["rows"][0]
+    assert row["member"] == "a.jpg" and (page.parent / row["thumb"]).is_file() and not Path(row["thumb"]).is_absolute()
+    again = CliRunner().invoke(app, args)
+    assert again.exit_code == 1 and "out.zip.review already holds files" in again.output
+    get_settings.cache_clear()
