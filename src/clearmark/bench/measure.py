@@ -1,4 +1,4 @@
-"""Measuring helpers shared by the benchmarks: scratch buckets, peak RSS, latency statistics, the machine's name."""
+"""Measuring helpers shared by the benchmarks: scratch buckets, peak RSS, latency statistics, the machine's record."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import statistics
 import threading
 import uuid
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -105,3 +105,17 @@ def machine_slug() -> str:
     """A file-name-safe description of this machine, e.g. ``2cpu-amd-epyc`` or ``16cpu-nvidia-h100-80gb-hbm3``."""
     parts = [f"{os.cpu_count()}cpu", gpu_name() or cpu_name()]
     return re.sub(r"[^a-z0-9]+", "-", " ".join(parts).lower()).strip("-")[:60]
+
+
+def machine_record() -> dict[str, Any]:
+    """What every results file records about the machine: CPU model, torch's CPU capability
+    (the vector instructions its kernels use: speed figures depend on it), cores and GPU."""
+    import torch
+
+    from clearmark.model.inference import usable_cores
+
+    return {
+        "slug": machine_slug(), "cpu": cpu_name(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cpu_count": os.cpu_count(), "usable_cores": usable_cores(), "gpu": gpu_name(), "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(), "torch": torch.__version__,
+    }  # fmt: skip

@@ -8,8 +8,6 @@ what the README's Performance section shows.
 from __future__ import annotations
 
 import json
-import os
-import platform
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -17,7 +15,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from clearmark.bench.measure import cpu_name, gpu_name, machine_slug
+from clearmark.bench.heldout import HeldOutSpec
+from clearmark.bench.measure import machine_record
 from clearmark.bench.table import markdown_table
 from clearmark.bench.training import DEFAULT_CPU, LIGHT_CPU, REFERENCE_GPU, TrainingRecipe
 
@@ -37,7 +36,7 @@ class Profile:
     naive_images: int = 40
     latency_batches: tuple[int, ...] = (1, 2, 4, 8)
     latency_repeats: int = 20
-    quality_images: int = 60
+    quality_set: HeldOutSpec = HeldOutSpec()
     diffusers: bool = False
     train_recipes: tuple[TrainingRecipe, ...] = (DEFAULT_CPU, LIGHT_CPU)
     train_minutes: float = 1.0
@@ -49,12 +48,13 @@ class Profile:
 PROFILES = {
     "cpu": Profile("cpu"),
     "gpu": Profile(
-        "gpu", naive_images=100, latency_batches=(1, 8, 16, 32, 64), latency_repeats=50, quality_images=200, diffusers=True,
+        "gpu", naive_images=100, latency_batches=(1, 8, 16, 32, 64), latency_repeats=50, quality_set=HeldOutSpec(images=200), diffusers=True,
         train_recipes=(REFERENCE_GPU, DEFAULT_CPU), train_minutes=3.0, train_pairs=1000,
     ),  # fmt: skip
     # The smallest run that exercises every section (tests, and a first try of the command).
     "smoke": Profile(
-        "smoke", archive_sizes=(8, 24), distinct_images=8, naive_images=4, latency_batches=(1, 2), latency_repeats=3, quality_images=4,
+        "smoke", archive_sizes=(8, 24), distinct_images=8, naive_images=4, latency_batches=(1, 2), latency_repeats=3,
+        quality_set=HeldOutSpec(images=4, sizes=(128, 192)),
         train_recipes=(TrainingRecipe("smoke", "mobilenet_v2", 64, 4, (16, 16, 16, 16, 8)),), train_minutes=0.01, train_pairs=24,
         etl_images=8, dag_parse_repeats=1,
     ),  # fmt: skip
@@ -91,14 +91,13 @@ def run_benchmarks(
     figures: dict[str, Any] = {
         "profile": asdict(profile),
         "started_at": started_at.isoformat(timespec="seconds"),
-        "machine": {
-            "slug": machine_slug(), "cpu": cpu_name(), "cpu_count": os.cpu_count(), "gpu": gpu_name(),
-            "torch_threads": torch.get_num_threads(), "python": platform.python_version(), "torch": torch.__version__,
-        },  # fmt: skip
+        "machine": machine_record(),
         "model": source,
         "seconds": {},
     }
     detector = get_detector(settings, source)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = out_dir / f"{started_at:%Y-%m-%d}-{figures['machine']['slug']}"
     steps: dict[str, Callable[[], Any]] = {
         "removal": lambda: measure_removal(
             settings, source, work / "removal", archive_sizes=profile.archive_sizes, distinct=profile.distinct_images, naive_images=profile.naive_images
@@ -110,7 +109,9 @@ def run_benchmarks(
             ),  # fmt: skip
             "model_load": measure_model_load(settings, source, work / "load"),
         },
-        "quality": lambda: measure_quality(detector, work / "quality", images=profile.quality_images, diffusers=profile.diffusers, settings=settings),
+        "quality": lambda: measure_quality(
+            settings, source, work / "quality", spec=profile.quality_set, diffusers=profile.diffusers, crops=stem.with_name(f"{stem.name}-quality.png")
+        ),
         "training": lambda: {
             **measure_training(settings, work / "training", profile.train_recipes, minutes=profile.train_minutes, images=profile.train_pairs),
             "bundled_baseline_recorded": recorded_baseline_history(settings.baseline_dir),
@@ -120,8 +121,6 @@ def run_benchmarks(
             "dag_parse": measure_dag_parse(repeats=profile.dag_parse_repeats),
         },
     }
-    out_dir.mkdir(parents=True, exist_ok=True)
-    stem = out_dir / f"{started_at:%Y-%m-%d}-{figures['machine']['slug']}"
 
     def save_figures() -> None:
         atomic_write_bytes(stem.with_suffix(".json"), (json.dumps(figures, indent=2, default=str) + "\n").encode())
