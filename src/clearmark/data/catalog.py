@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from clearmark.data.dataset import DatasetError, LocalDataset, load_local_folder
 from clearmark.data.layout import LATEST, MANIFEST, PUBLISHED, TRANSFER_WORKERS, CurationError, DatasetNotFoundError, dataset_prefix, version_prefix
-from clearmark.data.manifest import read_lake_parquet
+from clearmark.data.manifest import KEY_COLUMNS, read_lake_parquet, with_matte_columns
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -23,8 +23,6 @@ if TYPE_CHECKING:
 
     from clearmark.settings import Settings
     from clearmark.storage import ObjectStore
-
-KEY_COLUMNS = ("watermarked_key", "clean_key", "mask_key")
 
 
 def published_marker(store: ObjectStore, dataset: str, version: str) -> dict[str, Any] | None:
@@ -134,7 +132,7 @@ def fetch_version(
         raise CurationError(
             f"Local copy {manifest_path} does not match the published manifest of {dataset}/{version}; delete {root} and fetch again."
         )
-    manifest = pd.read_parquet(manifest_path)
+    manifest = with_matte_columns(pd.read_parquet(manifest_path))
     if select is None:
         keys = [info.key[len(prefix) :] for info in store.list(bucket, prefix)]
     else:

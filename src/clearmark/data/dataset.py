@@ -2,8 +2,9 @@
 
 It comes from a published curated version (``clearmark.data.catalog.fetch_version``,
 downloaded once into the local cache) or from a local folder, either in the curated
-layout (``manifest.parquet`` + ``watermarked/`` ``clean/`` ``masks/``) or in the layout
-``clearmark synth`` writes (``clean/ watermarked/ masks/<stem>.png``), whose pair ids
+layout (``manifest.parquet`` + ``watermarked/`` ``clean/`` ``masks/``, and ``alpha/``
+``colour/`` where the matte is known) or in the layout ``clearmark synth`` writes
+(``clean/ watermarked/ masks/<stem>.png``, plus ``alpha/ colour/`` for the photo styles), whose pair ids
 are ``<source>/<stem>`` exactly as the ETL names them, so the splits match the curated
 dataset's.
 """
@@ -16,6 +17,8 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from clearmark.data.layout import MANIFEST, PairKeys
+
+ALPHA_MODES = ("I;16", "L")  # how an alpha matte PNG may be stored: 16-bit or 8-bit grey
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -54,6 +57,21 @@ class LocalDataset:
         for row in rows.itertuples(index=False):
             yield row.id, read_rgb(self.root / row.watermarked_key), read_mask(self.root / row.mask_key)
 
+    def matte_pairs(self, rows: pd.DataFrame) -> Iterator[tuple[str, np.ndarray, np.ndarray, np.ndarray | None]]:
+        """(id, watermarked RGB, mask, alpha or None where the matte is unknown) for each of ``rows``."""
+        for (pair_id, rgb, mask), alpha_key in zip(self.pairs(rows), rows["alpha_key"], strict=True):
+            yield pair_id, rgb, mask, None if _missing(alpha_key) else read_alpha(self.root / alpha_key)
+
+    def has_matte(self, rows: pd.DataFrame) -> bool:
+        """Whether any of ``rows`` has a known matte (alpha and colour files)."""
+        return bool(rows["alpha_key"].notna().any())
+
+
+def _missing(key: Any) -> bool:
+    import pandas as pd
+
+    return key is None or bool(pd.isna(key))
+
 
 def read_rgb(path: Path) -> np.ndarray:
     """H x W x 3 uint8 RGB (curated files are already normalised 8-bit RGB)."""
@@ -73,6 +91,18 @@ def read_mask(path: Path) -> np.ndarray:
         return np.asarray(image.convert("L")) > 127
 
 
+def read_alpha(path: Path) -> np.ndarray:
+    """H x W float32 matte 0..1 from a 16-bit (``I;16``) or 8-bit (``L``) grey PNG."""
+    import numpy as np
+    from PIL import Image
+
+    with Image.open(path) as image:
+        if image.mode not in ALPHA_MODES:
+            raise DatasetError(f"{path} is a {image.mode} image; an alpha matte is 16-bit or 8-bit grey (modes {', '.join(ALPHA_MODES)}).")
+        values = np.asarray(image)
+    return (values / np.float32(65535 if values.dtype != np.uint8 else 255)).astype(np.float32)
+
+
 def synthetic_folder_manifest(folder: Path, source: str = "synthetic") -> pd.DataFrame:
     """Manifest of a ``clearmark synth`` folder; ids ``<source>/<stem>``, stable splits."""
     from PIL import Image
@@ -87,7 +117,14 @@ def synthetic_folder_manifest(folder: Path, source: str = "synthetic") -> pd.Dat
         if image.suffix.lower() not in IMAGE_SUFFIXES or not mask.is_file():
             continue  # a pair without a mask cannot train a detector
         clean_file = clean if clean.is_file() else None
-        keys = PairKeys(f"watermarked/{image.name}", f"clean/{image.name}" if clean_file else None, f"masks/{mask.name}")
+        matte = all((folder / part / mask.name).is_file() for part in ("alpha", "colour"))
+        keys = PairKeys(
+            f"watermarked/{image.name}",
+            f"clean/{image.name}" if clean_file else None,
+            f"masks/{mask.name}",
+            f"alpha/{mask.name}" if matte else None,
+            f"colour/{mask.name}" if matte else None,
+        )
         with Image.open(image) as opened, Image.open(mask) as opened_mask:
             row = manifest_row(
                 pair_id(source, PurePosixPath(image.stem)), source, keys, watermarked=image, clean=clean_file, size=opened.size, mode=opened.mode, mask=opened_mask
@@ -100,9 +137,11 @@ def load_local_folder(folder: Path, dataset: str, source: str = "synthetic") -> 
     """A local folder in the curated layout or the ``clearmark synth`` layout."""
     import pandas as pd
 
+    from clearmark.data.manifest import with_matte_columns
+
     folder = Path(folder).resolve()
     if (folder / MANIFEST).is_file():
-        manifest = pd.read_parquet(folder / MANIFEST)
+        manifest = with_matte_columns(pd.read_parquet(folder / MANIFEST))
     elif (folder / "watermarked").is_dir() and (folder / "masks").is_dir():
         manifest = synthetic_folder_manifest(folder, source)
     else:

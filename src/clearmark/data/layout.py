@@ -1,7 +1,7 @@
 """Where a curated dataset version lives in the lake, and the names of its files.
 
 ``lake/curated/<dataset>/<version>/`` holds ``watermarked/``, ``clean/`` and ``masks/``
-PNGs, ``manifest.parquet``, ``rejects.parquet``, ``validation.json`` and, once
+PNGs (and ``alpha/`` and ``colour/`` for pairs whose matte is known), ``manifest.parquet``, ``rejects.parquet``, ``validation.json`` and, once
 published, ``_PUBLISHED.json``; ``curated/<dataset>/LATEST`` names the version
 published last (docs/architecture.md, "Curated dataset version").
 """
@@ -31,6 +31,8 @@ class PairKeys(NamedTuple):
     watermarked: str
     clean: str | None
     mask: str
+    alpha: str | None = None  # the exact soft matte (synthetic photo styles), 16-bit grey
+    colour: str | None = None  # the mark's colour layer W, RGB
 
 
 def dataset_prefix(dataset: str) -> str:
@@ -45,6 +47,12 @@ def version_prefix(dataset: str, version: str) -> str:
     return f"{dataset_prefix(dataset)}{version}/"
 
 
-def curated_pair_keys(pair_id: str, *, with_clean: bool) -> PairKeys:
-    """Keys of a curated pair's normalised PNGs (no clean key for a detection-only pair)."""
-    return PairKeys(f"watermarked/{pair_id}.png", f"clean/{pair_id}.png" if with_clean else None, f"masks/{pair_id}.png")
+def curated_pair_keys(pair_id: str, *, with_clean: bool, with_matte: bool = False) -> PairKeys:
+    """Keys of a curated pair's PNGs (no clean key for a detection-only pair, alpha and colour only with a known matte)."""
+    return PairKeys(
+        f"watermarked/{pair_id}.png",
+        f"clean/{pair_id}.png" if with_clean else None,
+        f"masks/{pair_id}.png",
+        f"alpha/{pair_id}.png" if with_matte else None,
+        f"colour/{pair_id}.png" if with_matte else None,
+    )

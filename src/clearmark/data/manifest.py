@@ -23,8 +23,12 @@ if TYPE_CHECKING:
 
 MANIFEST_COLUMNS = [
     "id", "split", "source", "watermarked_key", "clean_key", "mask_key", "width", "height",
-    "mode", "bytes", "sha256", "clean_sha256", "mask_coverage",
+    "mode", "bytes", "sha256", "clean_sha256", "mask_coverage", "alpha_key", "colour_key",
 ]  # fmt: skip
+# The columns that name a pair's files (relative to the version root); the last two are null
+# where the matte is unknown, and absent from manifests written before they existed.
+KEY_COLUMNS = ("watermarked_key", "clean_key", "mask_key", "alpha_key", "colour_key")
+MATTE_KEY_COLUMNS = ("alpha_key", "colour_key")
 REJECT_COLUMNS = ["source", "path", "reason", "detail"]
 
 
@@ -55,6 +59,8 @@ def manifest_row(
         "sha256": sha256_file(watermarked),
         "clean_sha256": sha256_file(clean) if clean is not None else None,
         "mask_coverage": coverage(mask),
+        "alpha_key": keys.alpha,
+        "colour_key": keys.colour,
     }
 
 
@@ -68,9 +74,15 @@ def manifest_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
             "id": "string", "split": "string", "source": "string", "watermarked_key": "string",
             "clean_key": "string", "mask_key": "string", "width": "int64", "height": "int64",
             "mode": "string", "bytes": "int64", "sha256": "string", "clean_sha256": "string",
-            "mask_coverage": "float64",
+            "mask_coverage": "float64", "alpha_key": "string", "colour_key": "string",
         }
     )  # fmt: skip
+
+
+def with_matte_columns(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with null ``alpha_key`` / ``colour_key`` columns added where a manifest predates them."""
+    missing = {column: None for column in MATTE_KEY_COLUMNS if column not in frame.columns}
+    return frame.assign(**missing).astype({column: "string" for column in missing}) if missing else frame
 
 
 def parquet_bytes(frame: pd.DataFrame) -> bytes:

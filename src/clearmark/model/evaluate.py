@@ -16,25 +16,31 @@ if TYPE_CHECKING:
     from clearmark.settings import Settings
 
 
-def evaluate_pairs(detector: Detector, pairs: Iterable[tuple[str, np.ndarray, np.ndarray]], *, progress: bool = True, total: int | None = None) -> dict[str, Any]:
-    """Report over (id, RGB, mask) pairs, each scored at its own size.
+def evaluate_pairs(detector: Detector, pairs: Iterable[tuple[Any, ...]], *, progress: bool = True, total: int | None = None) -> dict[str, Any]:
+    """Report over (id, RGB, mask) or (id, RGB, mask, alpha or None) pairs, each scored at its own size.
 
     The detector sees each image as removal does (at its working size, see
     :func:`clearmark.model.inference.full_size_probabilities`), without the mask dilation
     that only serves inpainting. Aggregate metrics sum the confusion counts over all
     pixels of all images (large and small watermarks weigh by their pixels); the
-    per-image IoU distribution shows how uneven the detector is.
+    per-image IoU distribution shows how uneven the detector is.  A matte detector shown
+    true alphas also gets ``alpha_mae``: the mean absolute alpha error over the true mask's
+    pixels of the pairs that have one.
     """
-    from clearmark.model.inference import full_size_probabilities
+    from clearmark.model.inference import full_size_maps
     from clearmark.progress import progress_bar
 
     total_counts = PixelCounts()
     per_image: dict[str, float] = {}
-    for pair_id, image, mask in progress_bar(pairs, desc="evaluate", unit="img", total=total, disable=not progress):
-        predicted = full_size_probabilities(detector, image, detector.config.detect_side) > detector.config.threshold
-        counts = PixelCounts.from_masks(predicted, mask)
+    alpha_error, alpha_pixels = 0.0, 0
+    for pair_id, image, mask, *alpha in progress_bar(pairs, desc="evaluate", unit="img", total=total, disable=not progress):
+        maps = full_size_maps(detector, image, detector.config.detect_side)
+        counts = PixelCounts.from_masks(maps[..., 0] > detector.config.threshold, mask)
         total_counts += counts
         per_image[pair_id] = counts.iou
+        if alpha and alpha[0] is not None and detector.config.outputs == "matte":
+            alpha_error += float(abs(maps[..., 1][mask] - alpha[0][mask]).sum())
+            alpha_pixels += int(mask.sum())
     if not per_image:
         raise ValueError("Nothing to evaluate: the split holds no pairs.")
     aggregate = total_counts.as_dict()
@@ -47,6 +53,7 @@ def evaluate_pairs(detector: Detector, pairs: Iterable[tuple[str, np.ndarray, np
         "worst_images": [{"id": pair_id, "iou": iou} for pair_id, iou in worst],
         "threshold": detector.config.threshold,
         "model_version": detector.version,
+        **({"alpha_mae": alpha_error / alpha_pixels} if alpha_pixels else {}),
     }
 
 

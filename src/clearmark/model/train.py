@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from clearmark.model.detector import PAD_MULTIPLE
+from clearmark.model.detector import IMAGENET_MEAN, IMAGENET_STD, PAD_MULTIPLE
 from clearmark.model.train_config import TrainConfig, TrainingError
 
 if TYPE_CHECKING:
@@ -120,29 +120,78 @@ def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
 
 
 def sample_grid(detector: Detector, data: LocalDataset, rows: Any, count: int = SAMPLE_GRID_IMAGES) -> np.ndarray:
-    """RGB grid, one row per image: input | truth | prediction (probability as grey)."""
+    """RGB grid, one row per image: input | truth | prediction (probability as grey) [| predicted alpha | predicted W]."""
     import numpy as np
     from PIL import Image
-
 
     lines = []
     side = 256
     for _, image, mask in data.pairs(rows.head(count)):
-        probability = detector.predict_proba(image[None])[0]
-        panels = [image, np.repeat(mask[..., None] * 255, 3, axis=2), np.repeat(probability[..., None] * 255, 3, axis=2)]
+        maps = detector.predict_maps(image[None])[0]
+        matte = maps.shape[-1] > 1
+        greys = [mask, maps[..., 0], *([maps[..., 1]] if matte else [])]
+        panels = [image, *(np.repeat(grey[..., None] * 255, 3, axis=2) for grey in greys), *([maps[..., 2:5] * 255] if matte else [])]
         resized = [np.asarray(Image.fromarray(p.astype(np.uint8)).resize((side, side), Image.Resampling.NEAREST)) for p in panels]
         lines.append(np.concatenate(resized, axis=1))
     return np.concatenate(lines, axis=0)
 
 
-def _loss_fn() -> Any:
-    """Dice + BCE on logits: Dice for the thin, rare watermark pixels, BCE for calibration."""
+# Predicted alpha is clamped below this in the reconstruction (J - a W) / (1 - a), so its
+# gradient stays finite; pixels more opaque than this are left to the inpainter anyway.
+RECONSTRUCTION_MAX_ALPHA = 0.95
+IMAGENET_MEAN_STD = (IMAGENET_MEAN, IMAGENET_STD)
+
+
+def _masked_mean(values: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Mean of ``values`` weighted by ``weight`` (broadcast over channels); 0 where the weight is all 0."""
+    weight = weight.expand_as(values)
+    return (values * weight).sum() / weight.sum().clamp_min(1e-6)
+
+
+def loss_terms(logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The loss terms of a batch whose targets are known, unweighted.
+
+    ``footprint``: Dice + BCE on channel 0 (Dice for the thin, rare watermark pixels, BCE for
+    calibration).  A matte network (5 channels) adds, over the pairs that have the target:
+    ``alpha``, L1 on alpha at every pixel; ``colour``, L1 on W weighted by the true alpha
+    (W means nothing where nothing was blended); ``reconstruction``, L1 of the unblended
+    ``(J - a W) / (1 - a)`` against the clean image inside the mask where the mark is not
+    opaque (the true alpha where known, else the predicted one, below
+    :data:`RECONSTRUCTION_MAX_ALPHA`), so pairs with a clean image but no matte train it too.
+    """
     import segmentation_models_pytorch as smp
     import torch
 
+    mask = batch["mask"]
+    footprint = logits[:, :1]
     dice = smp.losses.DiceLoss(mode="binary", from_logits=True)
-    bce = torch.nn.BCEWithLogitsLoss()
-    return lambda logits, target: dice(logits, target) + bce(logits, target)
+    terms = {"footprint": dice(footprint, mask) + torch.nn.functional.binary_cross_entropy_with_logits(footprint, mask)}
+    if logits.shape[1] == 1:
+        return terms
+    alpha, colour = torch.sigmoid(logits[:, 1:2]), torch.sigmoid(logits[:, 2:5])
+    has_matte = batch["has_matte"].float().view(-1, 1, 1, 1)
+    has_clean = batch["has_clean"].float().view(-1, 1, 1, 1)
+    terms["alpha"] = _masked_mean((alpha - batch["alpha"]).abs(), has_matte.expand_as(alpha))
+    terms["colour"] = _masked_mean((colour - batch["colour"]).abs(), batch["alpha"] * has_matte)
+    mean, std = (torch.tensor(v, device=logits.device).view(1, 3, 1, 1) for v in IMAGENET_MEAN_STD)
+    watermarked = batch["image"] * std + mean
+    clamped = alpha.clamp(max=RECONSTRUCTION_MAX_ALPHA)
+    unblended = (watermarked - clamped * colour) / (1 - clamped)
+    reference_alpha = torch.where(has_matte > 0, batch["alpha"], alpha.detach())
+    region = mask * has_clean * (reference_alpha < RECONSTRUCTION_MAX_ALPHA)
+    terms["reconstruction"] = _masked_mean((unblended - batch["clean"]).abs(), region)
+    return terms
+
+
+def _loss_fn(config: TrainConfig) -> Any:
+    """``(logits, batch) -> (weighted loss, its terms)`` with the weights of ``config``."""
+    weights = {"footprint": 1.0, "alpha": config.alpha_loss_weight, "colour": config.colour_loss_weight, "reconstruction": config.reconstruction_loss_weight}
+
+    def loss(logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        terms = loss_terms(logits, batch)
+        return sum(weights[name] * term for name, term in terms.items()), terms
+
+    return loss
 
 
 @dataclass
@@ -150,7 +199,8 @@ class _Progress:
     """Where a run stands; every checkpoint saves it, so a resumed run goes on from there."""
 
     next_epoch: int = 0
-    best_iou: float = -1.0
+    best_score: float = -math.inf  # validation_score of the best checkpoint
+    best_iou: float = -1.0  # its validation IoU
     stale_epochs: int = 0
     run_id: str | None = None
 
@@ -169,8 +219,8 @@ class _EpochLoop:
     loss_fn: Any
     device: torch.device
 
-    def train_epoch(self, epoch: int, epochs: int, show_progress: bool) -> tuple[float, float, int]:
-        """One pass over the training loader: (mean loss, pixel IoU of the batches, images seen)."""
+    def train_epoch(self, epoch: int, epochs: int, show_progress: bool) -> tuple[dict[str, float], int]:
+        """One pass over the training loader: ({train_loss, train_iou (of the batches), train_loss_<term>}, images seen)."""
         import torch
 
         from clearmark.progress import progress_bar
@@ -180,12 +230,14 @@ class _EpochLoop:
         self.model.train()
         use_amp = self.device.type == "cuda"
         seen, loss_sum, tp, fp, fn = 0, 0.0, 0, 0, 0
+        term_sums: dict[str, float] = {}
         bar = progress_bar(self.loader, desc=f"epoch {epoch + 1}/{epochs}", unit="batch", disable=not show_progress)
-        for step, (images, masks) in enumerate(bar):
-            images, masks = images.to(self.device, non_blocking=True), masks.to(self.device, non_blocking=True)
+        for step, batch in enumerate(bar):
+            batch = {name: tensor.to(self.device, non_blocking=True) for name, tensor in batch.items()}
+            images, masks = batch["image"], batch["mask"]
             with torch.autocast(self.device.type, enabled=use_amp):
                 logits = self.model(images)
-                loss = self.loss_fn(logits.float(), masks)
+                loss, terms = self.loss_fn(logits.float(), batch)
             if not torch.isfinite(loss):
                 raise TrainingError(
                     f"Loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}: training diverged. "
@@ -197,14 +249,17 @@ class _EpochLoop:
             self.scaler.update()
             self.scheduler.step()
             with torch.no_grad():
-                predicted, truth = logits.detach() > 0, masks > 0.5
+                predicted, truth = logits.detach()[:, :1] > 0, masks > 0.5
                 tp += int((predicted & truth).sum())
                 fp += int((predicted & ~truth).sum())
                 fn += int((~predicted & truth).sum())
             seen += len(images)
             loss_sum += loss.item() * len(images)
+            for name, term in terms.items():
+                term_sums[name] = term_sums.get(name, 0.0) + term.item() * len(images)
             bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)  # shown at the next redraw, not one per batch
-        return loss_sum / max(1, seen), tp / max(1, tp + fp + fn), seen
+        metrics = {"train_loss": loss_sum / max(1, seen), "train_iou": tp / max(1, tp + fp + fn)}
+        return metrics | {f"train_loss_{name}": total / max(1, seen) for name, total in term_sums.items()}, seen
 
     def checkpoint(self, epoch: int, progress: _Progress, config: TrainConfig) -> dict[str, Any]:
         """Everything :meth:`resume` needs to go on after ``epoch``."""
@@ -214,6 +269,7 @@ class _EpochLoop:
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
             "epoch": epoch,
+            "best_score": progress.best_score,
             "best_iou": progress.best_iou,
             "stale_epochs": progress.stale_epochs,
             "run_id": progress.run_id,
@@ -234,7 +290,7 @@ class _EpochLoop:
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         self.scheduler.load_state_dict(checkpoint["scheduler"])
         self.scaler.load_state_dict(checkpoint["scaler"])
-        return _Progress(checkpoint["epoch"] + 1, checkpoint["best_iou"], checkpoint["stale_epochs"], checkpoint["run_id"])
+        return _Progress(checkpoint["epoch"] + 1, checkpoint["best_score"], checkpoint["best_iou"], checkpoint["stale_epochs"], checkpoint["run_id"])
 
 
 def _build_loop(config: TrainConfig, dataset: Any, network: torch.nn.Module, world: Distributed, device: torch.device) -> _EpochLoop:
@@ -266,11 +322,16 @@ def _build_loop(config: TrainConfig, dataset: Any, network: torch.nn.Module, wor
     else:
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
-    return _EpochLoop(network, model, loader, sampler, optimizer, scheduler, scaler, _loss_fn(), device)
+    return _EpochLoop(network, model, loader, sampler, optimizer, scheduler, scaler, _loss_fn(config), device)
 
 
 def _start_from_detector(network: torch.nn.Module, config: DetectorConfig, source: str, settings: Settings) -> None:
-    """Copy the weights of an existing detector (e.g. the champion) into ``network`` to fine-tune it."""
+    """Copy the weights of an existing detector (e.g. the champion) into ``network`` to fine-tune it.
+
+    A detector with other outputs (a mask detector seeding a matte network) gives every
+    tensor but the output head's; the head is initialised afresh, except that its footprint
+    channel (channel 0 in both kinds) keeps the source's weights.
+    """
     from clearmark.model.loading import load_detector
 
     start = load_detector(source, settings, device="cpu")
@@ -281,7 +342,22 @@ def _start_from_detector(network: torch.nn.Module, config: DetectorConfig, sourc
             f"--init-from {source} is a {have[0]} / {have[1]} / decoder {have[2]} network but this run builds "
             f"{want[0]} / {want[1]} / decoder {want[2]}; pass the same --architecture, --encoder and --decoder-channels."
         )
-    network.load_state_dict(start.network.state_dict())
+    own = network.state_dict()
+    reshaped = []
+    for name, tensor in start.network.state_dict().items():
+        if own[name].shape != tensor.shape:  # output channels differ: copy the ones both have
+            channels = min(len(tensor), len(own[name]))
+            own[name][:channels] = tensor[:channels]
+            reshaped.append(name)
+        else:
+            own[name] = tensor
+    network.load_state_dict(own)
+    if reshaped:
+        print(
+            f"--init-from {source}: a {start.config.outputs} detector into a {config.outputs} network: loaded every tensor but "
+            f"{', '.join(reshaped)}, which are initialised afresh but for the footprint channel.",
+            flush=True,
+        )
 
 
 def training_scale(rows: pd.DataFrame) -> int | None:
@@ -299,6 +375,11 @@ def training_scale(rows: pd.DataFrame) -> int | None:
 
 
 VAL_METRICS = ("iou", "dice", "precision", "recall", "accuracy")
+
+
+def validation_score(val: dict[str, Any]) -> float:
+    """What picks the checkpoint: validation IoU, less the alpha MAE inside the mask where the matte is measured."""
+    return float(val["iou"] - val.get("alpha_mae", 0.0))
 
 
 @dataclass
@@ -356,8 +437,9 @@ def _end_of_epoch(run: _Run, epoch: int, trained: dict[str, float], images_per_s
     config, loop, progress, checkpoint_dir = run.config, run.loop, run.progress, run.checkpoint_dir
     assert checkpoint_dir is not None
     live = Detector(loop.network, run.detector_config, version="training", device=str(loop.device))
-    val = evaluate_pairs(live, run.data.pairs(run.val_rows), progress=False)
-    val_metrics = {f"val_{k}": val[k] for k in VAL_METRICS}
+    val = evaluate_pairs(live, run.data.matte_pairs(run.val_rows), progress=False)
+    val_metrics = {f"val_{k}": val[k] for k in (*VAL_METRICS, "alpha_mae") if k in val}
+    val_metrics["val_score"] = score = validation_score(val)
     metrics = {
         **trained,
         **val_metrics,
@@ -367,14 +449,14 @@ def _end_of_epoch(run: _Run, epoch: int, trained: dict[str, float], images_per_s
     }
     mlflow.log_metrics(metrics, step=epoch + 1)
     print(json.dumps({"epoch": epoch + 1, **{k: round(v, 5) for k, v in metrics.items()}}), flush=True)
-    if val["iou"] > progress.best_iou + 1e-4:
-        progress.best_iou, progress.stale_epochs = val["iou"], 0
+    if score > progress.best_score + 1e-4:
+        progress.best_score, progress.best_iou, progress.stale_epochs = score, val["iou"], 0
         save_detector(loop.network, run.detector_config, checkpoint_dir / "best", metrics={**val_metrics, "epoch": epoch + 1}, data_version=run.data.version)
     else:
         progress.stale_epochs += 1
     _save_checkpoint(checkpoint_dir / "last.pt", loop.checkpoint(epoch, progress, config))
     if progress.stale_epochs >= config.patience:
-        print(f"Early stop: no better validation IoU for {progress.stale_epochs} epochs.", flush=True)
+        print(f"Early stop: no better validation score for {progress.stale_epochs} epochs.", flush=True)
         return True
     if config.max_minutes is not None and metrics["elapsed_seconds"] >= config.max_minutes * 60:
         print(f"Time budget of {config.max_minutes} min reached after epoch {epoch + 1}.", flush=True)
@@ -408,7 +490,7 @@ def _finish_run(run: _Run, best_dir: Path) -> str:
 
 
 def train(settings: Settings, config: TrainConfig) -> dict[str, Any]:
-    """Train, validate each epoch, keep the best checkpoint by validation IoU, log to MLflow.
+    """Train, validate each epoch, keep the best checkpoint by :func:`validation_score`, log to MLflow.
 
     Returns ``{"run_id", "model_uri", "best_val_iou", "export_dir", ...}`` on rank 0
     (other ranks return ``{}``).
@@ -438,7 +520,7 @@ def train(settings: Settings, config: TrainConfig) -> dict[str, Any]:
     network = build_network(detector_config, config.encoder_weights)
     if config.init_from is not None:
         _start_from_detector(network, detector_config, config.init_from, settings)
-    dataset = PairDataset(data, train_rows, train_augmentations(config.image_size, config.seed + world.rank))
+    dataset = PairDataset(data, train_rows, train_augmentations(config.image_size, config.seed + world.rank), matte=config.outputs == "matte")
     loop = _build_loop(config, dataset, network.to(device), world, device)
     progress = loop.resume(config.resume, config) if config.resume is not None else _Progress()
     run = _Run(config, data, train_rows, val_rows, detector_config, world, loop, progress)
@@ -448,10 +530,10 @@ def train(settings: Settings, config: TrainConfig) -> dict[str, Any]:
     try:
         for epoch in range(progress.next_epoch, config.epochs):
             started = time.monotonic()
-            train_loss, train_iou, seen = loop.train_epoch(epoch, config.epochs, world.is_main)
+            trained, seen = loop.train_epoch(epoch, config.epochs, world.is_main)
             images_per_second = seen * world.world_size / max(time.monotonic() - started, 1e-9)
             stop = torch.zeros(1, device=device)
-            if world.is_main and _end_of_epoch(run, epoch, {"train_loss": train_loss, "train_iou": train_iou}, images_per_second):
+            if world.is_main and _end_of_epoch(run, epoch, trained, images_per_second):
                 stop += 1
             if world.world_size > 1:
                 dist.broadcast(stop, src=0)  # every rank stops together

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, get_type_hints
 
-from clearmark.model.detector import ARCHITECTURES, ENCODERS, PAD_MULTIPLE
+from clearmark.model.detector import ARCHITECTURES, ENCODERS, OUTPUT_CHANNELS, PAD_MULTIPLE
 
 if TYPE_CHECKING:
     from clearmark.model.detector import DetectorConfig
@@ -61,6 +61,7 @@ def parse_decoder_channels(value: str) -> list[int]:
 
 ON_THE_TRAINER = "a path on the machine that runs the trainer"
 POSITIVE = {"exclusiveMinimum": 0}
+LOSS_WEIGHT = {"type": "number", "minimum": 0, "maximum": 100}
 
 
 @dataclass
@@ -88,6 +89,11 @@ class TrainConfig:
         none_means="the architecture's own",
         text=parse_decoder_channels,
     )
+    outputs: Literal["mask", "matte"] = option(
+        "mask",
+        "What the network predicts: mask (where the watermark is) or matte (also its opacity alpha and colour W, so removal can unblend).",
+        {"type": "string", "enum": list(OUTPUT_CHANNELS)},
+    )
     image_size: int = option(256, "Training crop side in pixels (multiple of 32).", {"type": "integer", "minimum": 64, "maximum": 1024, "multipleOf": PAD_MULTIPLE})
     # Long side removal downscales photos to (DetectorConfig.detect_side). None: the training
     # images' median long side, the scale the native-resolution crops showed watermarks at.
@@ -105,9 +111,16 @@ class TrainConfig:
     weight_decay: float = option(1e-4, "AdamW weight decay.", {"type": "number", "minimum": 0})
     scheduler: Literal["onecycle", "cosine"] = option("onecycle", "Learning-rate schedule.", {"type": "string", "enum": ["onecycle", "cosine"]})
     seed: int = option(42, "Random seed of weights, augmentations and sampling.", {"type": "integer", "minimum": 0})
-    patience: int = option(5, "Epochs without a better validation IoU before stopping.", {"type": "integer", "minimum": 1})
+    patience: int = option(5, "Epochs without a better validation score (IoU, less the alpha error of a matte network) before stopping.", {"type": "integer", "minimum": 1})
     max_minutes: float | None = option(
         None, "Stop after the epoch that passes this much training time.", {"type": ["null", "number"], **POSITIVE}, none_means="no limit"
+    )
+    # Weights of a matte network's loss terms beside the footprint's Dice + BCE (weight 1);
+    # each term counts only the pairs whose target is known (train.loss_terms).
+    alpha_loss_weight: float = option(4.0, "Matte networks: weight of the L1 loss on alpha (every pixel).", LOSS_WEIGHT)
+    colour_loss_weight: float = option(1.0, "Matte networks: weight of the L1 loss on the colour W, weighted by the true alpha.", LOSS_WEIGHT)
+    reconstruction_loss_weight: float = option(
+        1.0, "Matte networks: weight of the L1 loss of the unblended image (J - alpha W) / (1 - alpha) against the clean one, inside the mask.", LOSS_WEIGHT
     )
     threshold: float = option(0.5, "Probability above which a pixel is watermark (calibrated after training).", {"type": "number", **POSITIVE, "exclusiveMaximum": 1})
     resume: Path | None = option(None, "last.pt checkpoint of an interrupted run.", none_means="a new run", local_only=ON_THE_TRAINER)
@@ -132,7 +145,7 @@ class TrainConfig:
         """The detector part of this config, checked."""
         from clearmark.model.detector import DetectorConfig
 
-        return DetectorConfig(self.architecture, self.encoder, self.image_size, self.threshold, self.decoder_channels).validate()
+        return DetectorConfig(self.architecture, self.encoder, self.image_size, self.threshold, self.decoder_channels, outputs=self.outputs).validate()
 
     def validate(self) -> TrainConfig:
         """Raise :class:`TrainingError` for values that cannot train."""
@@ -144,6 +157,9 @@ class TrainConfig:
             raise TrainingError(f"detect_side must be 0 (native resolution) or at least {PAD_MULTIPLE} px, got {self.detect_side}.")
         if self.max_minutes is not None and not self.max_minutes > 0:
             raise TrainingError(f"max_minutes must be positive, got {self.max_minutes}.")
+        for name in ("alpha_loss_weight", "colour_loss_weight", "reconstruction_loss_weight"):
+            if getattr(self, name) < 0:
+                raise TrainingError(f"{name} must not be negative, got {getattr(self, name)}.")
         if not self.learning_rate > 0:
             raise TrainingError(f"learning_rate must be positive, got {self.learning_rate}.")
         if self.resume is not None and not Path(self.resume).is_file():
