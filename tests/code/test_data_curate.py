@@ -146,3 +146,28 @@ def test_reject_ratio_counts_rejected_inputs_among_all_inputs() -> None:
     assert reject_ratio(8, 2) == pytest.approx(0.2)
     assert reject_ratio(0, 0) == 0.0
     assert reject_ratio(0, 3) == 1.0
+
+
+def test_a_synthetic_photo_folder_curates_its_matte_as_stored_and_rejects_a_wrong_sized_one(tmp_path: Path) -> None:
+    from clearmark.data.dataset import read_alpha
+    from clearmark.data.synth import generate_synthetic
+
+    root = tmp_path / "photos"
+    generate_synthetic(root, 4, 11, size=64, styles="photo-train", progress=False)
+    Image.new("I;16", (32, 64)).save(root / "alpha" / "synth_00003.png")  # half its image's width
+    source = SourceSpec(name="p", kind="local", layout="synthetic", path=root)
+    emitted: dict[str, bytes] = {}
+    rows, rejects = curate_folder(source, root, max_image_pixels=1_000_000, emit=lambda pair: emitted.update(pair.files), progress=False)
+
+    assert [(r["path"], r["reason"]) for r in rejects] == [("alpha/synth_00003.png", "size_mismatch")]
+    assert [row["id"] for row in rows] == ["p/synth_00000", "p/synth_00001", "p/synth_00002"]
+    for row in rows:
+        stem = row["id"].removeprefix("p/")
+        assert (row["alpha_key"], row["colour_key"]) == (f"alpha/{row['id']}.png", f"colour/{row['id']}.png")
+        assert (row["alpha_mode"], row["alpha_width"], row["alpha_height"]) == ("I;16", 64, 64)
+        curated = tmp_path / f"{stem}.png"
+        curated.write_bytes(emitted[row["alpha_key"]])
+        np.testing.assert_array_equal(read_alpha(curated), read_alpha(root / "alpha" / f"{stem}.png"))  # all 16 bits kept
+        colour = Image.open(io.BytesIO(emitted[row["colour_key"]]))
+        assert colour.mode == "RGB" and np.array_equal(np.asarray(colour), np.asarray(Image.open(root / "colour" / f"{stem}.png")))
+    assert list(manifest_frame(rows).columns) == MANIFEST_COLUMNS

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path, PurePosixPath
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -149,6 +150,38 @@ def test_synthetic_source_is_generated_once_into_the_cache(tmp_path: Path) -> No
     discovery = discover_pairs(source, folder)
     assert [pair.id for pair in discovery.pairs] == [f"syn/synth_{i:05d}" for i in range(4)] and not discovery.rejects
     assert all(pair.clean and pair.mask and pair.boxes is None for pair in discovery.pairs)
+
+
+def test_a_synthetic_source_passes_styles_jpeg_quality_and_the_users_photos_through(tmp_path: Path) -> None:
+    """"Synthetic marks on my photos": the photo styles on a folder of the user's clean photos, matte included."""
+    from clearmark.data.photos import folder_photos
+    from clearmark.data.synth import generate_synthetic
+
+    photos = tmp_path / "my-photos"
+    photos.mkdir()
+    for index in range(2):
+        Image.fromarray(np.random.default_rng(index).integers(0, 256, (120, 160, 3), dtype=np.uint8)).save(photos / f"p{index}.jpg")
+    sources_file = tmp_path / "sources.yaml"
+    sources_file.write_text(
+        "datasets:\n  mine:\n    sources:\n      - {name: mine, kind: synthetic, layout: synthetic,\n"
+        "         options: {count: 3, seed: 2, size: 64, styles: photo-train, jpeg_quality: [80, 90], photo_folder: my-photos}}\n"
+    )
+    source = load_sources(sources_file).dataset("mine").sources[0]
+    assert source.synthetic.photo_folder == photos  # relative to the sources file
+    settings = Settings(home=tmp_path / "home")
+    folder = extract(source, settings)
+    expected = generate_synthetic(tmp_path / "direct", 3, 2, size=64, styles="photo-train", jpeg_quality=(80, 90), photo_folder=photos, progress=False)
+    assert {item.photo for item in expected.items} <= {path.name for path in folder_photos(photos)}
+    for part in ("watermarked", "alpha", "colour"):
+        assert (folder / part / "synth_00000.png").read_bytes() == (tmp_path / "direct" / part / "synth_00000.png").read_bytes()
+    assert all(pair.alpha and pair.colour for pair in discover_pairs(source, folder).pairs)
+    embedded = SourceSpec(name="e", kind="synthetic", layout="synthetic", options={"count": 3, "seed": 2, "size": 64})
+    assert extract(embedded, settings) != folder  # another style is another cached set
+
+    (photos / "p0.jpg").unlink()
+    (photos / "p1.jpg").unlink()
+    with pytest.raises(SourceUnavailable, match=r"holds no image.*add clean photos.*photo_folder"):
+        extract(source, settings)
 
 
 # --- discovery ----------------------------------------------------------------------------------

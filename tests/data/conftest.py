@@ -15,8 +15,9 @@ from clearmark.data.manifest import manifest_frame
 SPLIT_BY_LAST_DIGIT = ["train"] * 8 + ["val", "test"]
 
 
-def build_manifest(rows: int, *, dataset: str = "qa") -> pd.DataFrame:
-    """A manifest of ``rows`` valid pairs (80/10/10 splits, distinct hashes, plausible sizes and coverage)."""
+def build_manifest(rows: int, *, dataset: str = "qa", matte_every: int = 0) -> pd.DataFrame:
+    """A manifest of ``rows`` valid pairs (80/10/10 splits, distinct hashes, plausible sizes and coverage);
+    with ``matte_every=n``, every n-th pair has a known matte (16-bit alpha of the image's size, and a colour layer)."""
     records = []
     for index in range(rows):
         pair_id = f"{dataset}-{index:05d}"
@@ -37,6 +38,11 @@ def build_manifest(rows: int, *, dataset: str = "qa") -> pd.DataFrame:
                 "mask_coverage": 0.02 + 0.01 * (index % 9),
             }
         )
+        if matte_every and index % matte_every == 0:
+            records[-1] |= {
+                "alpha_key": f"alpha/{pair_id}.png", "colour_key": f"colour/{pair_id}.png", "alpha_mode": "I;16",
+                "alpha_width": records[-1]["width"], "alpha_height": records[-1]["height"],
+            }  # fmt: skip
     return manifest_frame(records)
 
 

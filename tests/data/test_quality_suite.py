@@ -98,6 +98,25 @@ def test_wrong_type_fails_the_schema(context, thresholds, make_manifest) -> None
     assert summary["success"] is False
 
 
+def test_a_manifest_with_mattes_passes_and_each_matte_defect_fails(context, thresholds, make_manifest) -> None:
+    """Alpha and colour come together, the alpha is 16-bit or 8-bit grey and has its image's size."""
+    manifest = make_manifest(ROWS, matte_every=2)
+    assert validate_manifest(context, manifest, thresholds)["success"] is True
+    manifest.loc[4, "alpha_width"] += 1
+    manifest.loc[6, "alpha_mode"] = "RGB"
+    manifest.loc[8, "colour_key"] = None
+    manifest.loc[3, "colour_key"] = "colour/qa-00003.png"  # a colour layer without its alpha
+    summary = validate_manifest(context, manifest, thresholds)
+    assert failed_checks(summary) == {
+        ("matte", "expect_column_pair_values_to_be_equal", None),
+        ("matte", "expect_column_values_to_be_in_set", "alpha_mode"),
+        ("matte", "expect_column_values_to_not_be_null", "colour_key"),
+        ("matte", "expect_column_values_to_not_be_null", "alpha_key"),
+    }
+    size = failure(summary, "matte", "expect_column_pair_values_to_be_equal")
+    assert size["kwargs"]["column_A"] == "alpha_width" and size["observed"]["unexpected_count"] == 1
+
+
 def test_nulls_fail_non_null(context, thresholds, make_manifest) -> None:
     manifest = make_manifest(ROWS)
     manifest.loc[3, "sha256"] = None

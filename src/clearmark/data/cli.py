@@ -29,11 +29,13 @@ def _emit(run: Callable[[], Any]) -> None:
     """Run a command body, print its result as JSON, turn known errors into a message and exit 1."""
     from clearmark.data.etl import DataValidationError
     from clearmark.data.layout import CurationError, DatasetNotFoundError
+    from clearmark.data.marks import MissingFontsError
+    from clearmark.data.photos import MissingPhotosError
     from clearmark.data.raw import RawLoadError
     from clearmark.data.sources import SourceUnavailable
     from clearmark.storage import StorageError
 
-    known = (CurationError, DatasetNotFoundError, DataValidationError, RawLoadError, SourceUnavailable, StorageError, ValueError)
+    known = (CurationError, DatasetNotFoundError, DataValidationError, MissingFontsError, MissingPhotosError, RawLoadError, SourceUnavailable, StorageError, ValueError)
     try:
         result = run()
     except known as exc:
@@ -56,24 +58,47 @@ def _current_version(settings: Settings, dataset: str, ts: str | None) -> str:
     return str(curate_step(settings, dataset, ts=ts)["version"])
 
 
+def _quality_range(text: str | None) -> tuple[int, int] | None:
+    """``--jpeg-quality 70,98`` -> (70, 98)."""
+    if text is None:
+        return None
+    try:
+        low, high = (int(part) for part in text.split(","))
+    except ValueError:
+        raise ValueError(f"--jpeg-quality takes two whole numbers LO,HI such as 70,98, got {text!r}.") from None
+    return low, high
+
+
 def synth(
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder; gets clean/, watermarked/ and masks/.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder; gets clean/, watermarked/ and masks/ (photo styles: also alpha/ and colour/).")],
     count: Annotated[int, typer.Option("--count", "-n", min=1, help="Number of images.")] = 200,
     seed: Annotated[int, typer.Option("--seed", "-s", help="Random seed: same seed, same images.")] = 0,
     size: Annotated[int, typer.Option("--size", min=64, help="Side of the square images in pixels.")] = 256,
     styles: Annotated[
-        Literal["train", "heldout"],
-        typer.Option("--styles", help="train: the styles of the training data; heldout: fonts, logos and opacities training never uses."),
+        Literal["train", "heldout", "photo-train", "photo-heldout"],
+        typer.Option(
+            "--styles",
+            help="train / heldout: procedural and scikit-image backgrounds (heldout: fonts, logos and opacities train never uses); "
+            "photo-train / photo-heldout: mark families seen in practice on real photographs (disjoint photos, fonts and shapes), "
+            "with the exact matte in alpha/ and the mark's colour in colour/.",
+        ),
     ] = "train",
+    jpeg_quality: Annotated[
+        str | None, typer.Option("--jpeg-quality", metavar="LO,HI", help="Photo styles: re-compress each watermarked image at a JPEG quality drawn in LO..HI, e.g. 70,98.")
+    ] = None,
+    photos: Annotated[
+        Path | None, typer.Option("--photos", help="Photo styles: draw the marks on the clean photos of this folder instead of the packaged ones.")
+    ] = None,
 ) -> None:
     """Generate a deterministic synthetic (clean, watermarked, mask) set, fully offline."""
     from clearmark.data.synth import STYLE_SETS, generate_synthetic
 
     def body() -> dict[str, Any]:
-        summary = generate_synthetic(out, count, seed, size=size, styles=styles)
+        summary = generate_synthetic(out, count, seed, size=size, styles=styles, jpeg_quality=_quality_range(jpeg_quality), photo_folder=photos)
         return {
             "out": str(summary.out_dir), "count": summary.count, "seed": seed, "size": size, "kinds": summary.kinds(),
-            "styles": summary.styles, "style_set": STYLE_SETS[summary.styles].describe(),
+            "styles": summary.styles, "jpeg_quality": jpeg_quality, "photos": str(photos) if photos else None,
+            **({"style_set": STYLE_SETS[styles].describe()} if styles in STYLE_SETS else {}),
         }  # fmt: skip
 
     _emit(body)

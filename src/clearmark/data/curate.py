@@ -2,7 +2,8 @@
 
 A version lives under ``lake/curated/<dataset>/<version>/`` (see
 :mod:`clearmark.data.layout` and docs/architecture.md): normalised PNGs in
-``watermarked/``, ``clean/`` and ``masks/``, ``rejects.parquet`` and
+``watermarked/``, ``clean/`` and ``masks/`` (and the matte, ``alpha/`` and ``colour/``, where
+the source has one), ``rejects.parquet`` and
 ``manifest.parquet`` (written last of the curation outputs, so its presence means the
 version is complete).  ``version`` is ``"v"`` + SHA-256 over the raw content hashes and
 the curation parameters, so the same inputs always give the same version and a retry
@@ -36,7 +37,7 @@ if TYPE_CHECKING:
     from clearmark.storage import ObjectStore
 
 # Bump when the curated output of the same raw inputs changes (it is part of the version hash).
-CURATION_FORMAT = 1
+CURATION_FORMAT = 2  # 2: alpha/ and colour/ are curated
 # Each worker decodes, encodes and uploads one pair: Pillow and zlib release the GIL while
 # they work, and the uploads' network waits overlap with other pairs' encoding.
 CURATE_WORKERS = 8
@@ -161,6 +162,7 @@ def curate_folder(
 
 def curate_pair(source: SourceSpec, pair: RawPair, root: Path, *, max_image_pixels: int) -> CuratedPair | dict[str, str]:
     """Normalise one pair and compute its mask; a reject row when any of its files is bad."""
+    from clearmark.data.dataset import ALPHA_MODES
     from clearmark.data.images import ImageRejected, load_normalized
 
     current = pair.watermarked
@@ -176,17 +178,32 @@ def curate_pair(source: SourceSpec, pair: RawPair, root: Path, *, max_image_pixe
         mask = _pair_mask(source, pair, watermarked, clean, max_image_pixels)
         if mask.size != watermarked.size:
             return _reject(source, root, current, "size_mismatch", _mismatch("mask", mask, watermarked))
+        alpha = colour = None
+        if pair.alpha is not None and pair.colour is not None:
+            current = pair.alpha
+            alpha = _open_alpha(pair.alpha)
+            if alpha.size != watermarked.size:
+                return _reject(source, root, pair.alpha, "size_mismatch", _mismatch("alpha matte", alpha, watermarked))
+            if alpha.mode not in ALPHA_MODES:
+                return _reject(source, root, pair.alpha, "bad_alpha", f"{pair.alpha.name} is a {alpha.mode} image; a matte is 16-bit or 8-bit grey ({', '.join(ALPHA_MODES)}).")
+            alpha = _decode_alpha(alpha, pair.alpha)
+            current = pair.colour
+            colour, _ = load_normalized(pair.colour, max_pixels=max_image_pixels)
+            if colour.size != watermarked.size:
+                return _reject(source, root, pair.colour, "size_mismatch", _mismatch("colour layer", colour, watermarked))
     except ImageRejected as exc:
         return _reject(source, root, current, exc.reason, exc.detail)
     except ValueError as exc:  # e.g. a degenerate YOLO box
         return _reject(source, root, current, "bad_mask", str(exc))
 
-    keys = curated_pair_keys(pair.id, with_clean=clean is not None)
+    keys = curated_pair_keys(pair.id, with_clean=clean is not None, with_matte=alpha is not None)
     files = {keys.watermarked: _png(watermarked), keys.mask: _png(mask)}
     if clean is not None:
         files[keys.clean] = _png(clean)
+    if keys.alpha and keys.colour and alpha is not None and colour is not None:
+        files[keys.alpha], files[keys.colour] = _png(alpha), _png(colour)
     row = manifest_row(
-        pair.id, source.name, keys, watermarked=pair.watermarked, clean=pair.clean, size=watermarked.size, mode=info.mode, mask=mask
+        pair.id, source.name, keys, watermarked=pair.watermarked, clean=pair.clean, size=watermarked.size, mode=info.mode, mask=mask, alpha=alpha
     )
     return CuratedPair(row=row, files=files)
 
@@ -204,6 +221,29 @@ def _pair_mask(
     if clean is not None:
         return mask_from_difference(watermarked, clean, source.mask_threshold)
     return mask_from_boxes(watermarked.size, pair.boxes or [])  # no boxes: an image without watermark
+
+
+def _open_alpha(path: Path) -> Image.Image:
+    """A matte file, opened lazily (its header only): size and mode are checked before it is decoded."""
+    from PIL import Image, UnidentifiedImageError
+
+    from clearmark.data.images import ImageRejected
+
+    try:
+        return Image.open(path)
+    except (UnidentifiedImageError, OSError) as exc:
+        raise ImageRejected("not_image", f"{path.name} is not a readable image ({exc}); regenerate the matte or remove the pair's alpha/ and colour/ files.") from exc
+
+
+def _decode_alpha(alpha: Image.Image, path: Path) -> Image.Image:
+    """The matte as stored (16-bit or 8-bit grey: its precision is the point)."""
+    from clearmark.data.images import ImageRejected
+
+    try:
+        alpha.load()
+    except OSError as exc:
+        raise ImageRejected("truncated", f"{path.name} is truncated or corrupt ({exc}); regenerate the matte.") from exc
+    return alpha
 
 
 def _mismatch(what: str, image: Image.Image, watermarked: Image.Image) -> str:

@@ -11,6 +11,7 @@ dataset's.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -125,10 +126,12 @@ def synthetic_folder_manifest(folder: Path, source: str = "synthetic") -> pd.Dat
             f"alpha/{mask.name}" if matte else None,
             f"colour/{mask.name}" if matte else None,
         )
-        with Image.open(image) as opened, Image.open(mask) as opened_mask:
+        with Image.open(image) as opened, Image.open(mask) as opened_mask, contextlib.ExitStack() as matte_files:
+            alpha = matte_files.enter_context(Image.open(folder / keys.alpha)) if keys.alpha else None
             row = manifest_row(
-                pair_id(source, PurePosixPath(image.stem)), source, keys, watermarked=image, clean=clean_file, size=opened.size, mode=opened.mode, mask=opened_mask
-            )
+                pair_id(source, PurePosixPath(image.stem)), source, keys, watermarked=image, clean=clean_file, size=opened.size, mode=opened.mode,
+                mask=opened_mask, alpha=alpha,
+            )  # fmt: skip
         rows.append(row)
     return manifest_frame(rows)
 

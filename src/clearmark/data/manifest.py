@@ -24,22 +24,25 @@ if TYPE_CHECKING:
 MANIFEST_COLUMNS = [
     "id", "split", "source", "watermarked_key", "clean_key", "mask_key", "width", "height",
     "mode", "bytes", "sha256", "clean_sha256", "mask_coverage", "alpha_key", "colour_key",
+    "alpha_mode", "alpha_width", "alpha_height",
 ]  # fmt: skip
-# The columns that name a pair's files (relative to the version root); the last two are null
-# where the matte is unknown, and absent from manifests written before they existed.
+# The columns that name a pair's files (relative to the version root).
 KEY_COLUMNS = ("watermarked_key", "clean_key", "mask_key", "alpha_key", "colour_key")
-MATTE_KEY_COLUMNS = ("alpha_key", "colour_key")
+# The matte's columns and dtypes: null where it is unknown, absent from manifests written before them.
+MATTE_COLUMNS = {"alpha_key": "string", "colour_key": "string", "alpha_mode": "string", "alpha_width": "Int64", "alpha_height": "Int64"}
 REJECT_COLUMNS = ["source", "path", "reason", "detail"]
 
 
 def manifest_row(
-    pair_id: str, source: str, keys: PairKeys, *, watermarked: Path, clean: Path | None, size: tuple[int, int], mode: str, mask: Image.Image
+    pair_id: str, source: str, keys: PairKeys, *, watermarked: Path, clean: Path | None, size: tuple[int, int], mode: str, mask: Image.Image,
+    alpha: Image.Image | None = None,
 ) -> dict[str, Any]:
     """The manifest row of one pair.
 
     ``watermarked`` and ``clean`` are the original files (their size and hashes are
     recorded), ``size`` the watermarked image's (width, height) as stored under
-    ``keys.watermarked``, ``mode`` its original PIL mode, ``mask`` its binary mask.
+    ``keys.watermarked``, ``mode`` its original PIL mode, ``mask`` its binary mask,
+    ``alpha`` its matte as stored under ``keys.alpha`` (its mode and size are recorded).
     """
     from clearmark.data.masks import coverage
     from clearmark.data.splits import stable_split
@@ -61,6 +64,9 @@ def manifest_row(
         "mask_coverage": coverage(mask),
         "alpha_key": keys.alpha,
         "colour_key": keys.colour,
+        "alpha_mode": alpha.mode if alpha is not None else None,
+        "alpha_width": alpha.width if alpha is not None else None,
+        "alpha_height": alpha.height if alpha is not None else None,
     }
 
 
@@ -74,15 +80,15 @@ def manifest_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
             "id": "string", "split": "string", "source": "string", "watermarked_key": "string",
             "clean_key": "string", "mask_key": "string", "width": "int64", "height": "int64",
             "mode": "string", "bytes": "int64", "sha256": "string", "clean_sha256": "string",
-            "mask_coverage": "float64", "alpha_key": "string", "colour_key": "string",
+            "mask_coverage": "float64", **MATTE_COLUMNS,
         }
     )  # fmt: skip
 
 
 def with_matte_columns(frame: pd.DataFrame) -> pd.DataFrame:
-    """``frame`` with null ``alpha_key`` / ``colour_key`` columns added where a manifest predates them."""
-    missing = {column: None for column in MATTE_KEY_COLUMNS if column not in frame.columns}
-    return frame.assign(**missing).astype({column: "string" for column in missing}) if missing else frame
+    """``frame`` with null matte columns added where a manifest predates them."""
+    missing = {column: dtype for column, dtype in MATTE_COLUMNS.items() if column not in frame.columns}
+    return frame.assign(**dict.fromkeys(missing)).astype(missing) if missing else frame
 
 
 def parquet_bytes(frame: pd.DataFrame) -> bytes:

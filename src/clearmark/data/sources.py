@@ -11,7 +11,8 @@
                are computed later from the difference (option ``mask_threshold``).
 ``clwd``       ``Watermarked_image/``, ``Watermark_free_image/``, optional ``Mask/``
                (the CLWD benchmark; other folders such as ``Alpha/`` are not used).
-``synthetic``  ``clean/``, ``watermarked/``, ``masks/`` with identical names.
+``synthetic``  ``clean/``, ``watermarked/``, ``masks/`` with identical names (and, from the
+               photo styles, ``alpha/`` and ``colour/``: the exact matte and colour layer).
 ``boxes``      YOLO ``images/`` + ``labels/*.txt``: no clean image, boxes only
                (detection-recall evaluation).
 
@@ -62,6 +63,25 @@ class SyntheticOptions(BaseModel):
     count: int = Field(default=600, ge=1)
     seed: int = 20261122
     size: int = Field(default=256, ge=64, le=4096)
+    styles: Literal["train", "heldout", "photo-train", "photo-heldout"] = Field(default="train", description="clearmark.data.synth styles.")
+    jpeg_quality: tuple[int, int] | None = Field(default=None, description="Photo styles: re-compress at a JPEG quality drawn in [low, high].")
+    photo_folder: Path | None = Field(
+        default=None, description="Photo styles: synthetic marks on the clean photos of this folder (relative paths start at the sources file)."
+    )
+
+    def cache_name(self) -> str:
+        """The folder name of one generated set: it changes with every option (and photo) that changes the files."""
+        import hashlib
+
+        name = f"{self.seed}-{self.count}-{self.size}"
+        if (self.styles, self.jpeg_quality, self.photo_folder) == ("train", None, None):
+            return name  # the embedded dataset's folder, named as before the other options existed
+        identity = [self.styles, str(self.jpeg_quality)]
+        if self.photo_folder is not None:  # the user's photos may change: their names, sizes and times count
+            from clearmark.data.photos import folder_photos
+
+            identity += [f"{path}:{path.stat().st_size}:{path.stat().st_mtime_ns}" for path in folder_photos(self.photo_folder)]
+        return f"{name}-{self.styles}-{hashlib.sha256(chr(10).join(identity).encode()).hexdigest()[:12]}"
 
 
 class PairOptions(BaseModel):
@@ -205,8 +225,15 @@ def load_sources(path: Path) -> SourcesConfig:
     for dataset in config.datasets.values():
         for source in dataset.sources:
             if source.path is not None:
-                source.path = (path.parent / Path(os.path.expandvars(source.path)).expanduser()).resolve()
+                source.path = _from_sources_file(path, source.path)
+            if source.options.get("photo_folder") is not None:
+                source.options["photo_folder"] = str(_from_sources_file(path, Path(source.options["photo_folder"])))
     return config
+
+
+def _from_sources_file(sources_file: Path, folder: Path) -> Path:
+    """A folder named in the sources file: ``$VARS`` and ``~`` expanded, relative to the file's folder."""
+    return (sources_file.parent / Path(os.path.expandvars(folder)).expanduser()).resolve()
 
 
 # --- extraction -----------------------------------------------------------------------------
@@ -250,20 +277,28 @@ class SyntheticSource(SourceKind):
             raise ValueError("kind 'synthetic' produces layout 'synthetic'")
 
     def fetch(self, source: SourceSpec, settings: Settings) -> Path:
-        return _synthetic_folder(source.synthetic, settings.cache_dir / "synthetic")
+        from clearmark.data.photos import MissingPhotosError
+
+        try:
+            return _synthetic_folder(source.synthetic, settings.cache_dir / "synthetic")
+        except MissingPhotosError as exc:
+            raise SourceUnavailable(f"Synthetic source {source.name!r}: {exc} (options.photo_folder in {settings.sources_file})") from exc
 
 
 def _synthetic_folder(options: SyntheticOptions, cache: Path) -> Path:
     """Generate once into a temporary folder, then rename: a crash never leaves a partial set."""
     from clearmark.data.synth import generate_synthetic
 
-    target = cache / f"{options.seed}-{options.count}-{options.size}"
+    target = cache / options.cache_name()
     if target.is_dir():
         return target
     cache.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(dir=cache, prefix=f".{target.name}."))
     try:
-        generate_synthetic(scratch, options.count, options.seed, size=options.size)
+        generate_synthetic(
+            scratch, options.count, options.seed, size=options.size, styles=options.styles,
+            jpeg_quality=options.jpeg_quality, photo_folder=options.photo_folder,
+        )  # fmt: skip
         os.rename(scratch, target)
     except OSError:
         if not target.is_dir():  # not a lost race with a concurrent run: a real failure
@@ -285,6 +320,8 @@ class RawPair:
     clean: Path | None
     mask: Path | None
     boxes: list[YoloBox] | None = None
+    alpha: Path | None = None  # the exact matte and the mark's colour layer (synthetic photo styles)
+    colour: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -318,7 +355,8 @@ def discover_pairs(source: SourceSpec, root: Path) -> Discovery:
             collector.match_flat(root)
     elif source.layout == "synthetic":
         for folders in _require_roots(source, root, ("clean", "watermarked", "masks")):
-            collector.match(folders["watermarked"], folders["clean"], folders["masks"], mask_required=True)
+            matte = (folders["alpha"], folders["colour"]) if {"alpha", "colour"} <= set(folders) else None
+            collector.match(folders["watermarked"], folders["clean"], folders["masks"], mask_required=True, matte_dirs=matte)
     elif source.layout == "clwd":
         for folders in _require_roots(source, root, ("watermarked_image", "watermark_free_image")):
             collector.match(folders["watermarked_image"], folders["watermark_free_image"], folders.get("mask"))
@@ -383,13 +421,13 @@ class _Collector:
     def reject(self, path: Path, reason: str, detail: str) -> None:
         self.rejects.append(Reject(self.source.name, path.relative_to(self.root).as_posix(), reason, detail))
 
-    def add(self, relative_stem: PurePosixPath, watermarked: Path, clean: Path | None, mask: Path | None, boxes: list[YoloBox] | None = None) -> None:
+    def add(self, relative_stem: PurePosixPath, watermarked: Path, clean: Path | None, mask: Path | None, boxes: list[YoloBox] | None = None, matte: tuple[Path, Path] | None = None) -> None:
         identifier = pair_id(self.source.name, relative_stem)
         if identifier in self._ids:
             self.reject(watermarked, "duplicate_id", f"another file already maps to id {identifier!r} (same name, other extension?); rename one of them.")
             return
         self._ids.add(identifier)
-        self.pairs.append(RawPair(identifier, watermarked, clean, mask, boxes))
+        self.pairs.append(RawPair(identifier, watermarked, clean, mask, boxes, *(matte or (None, None))))
 
     def images(self, folder: Path) -> dict[PurePosixPath, Path]:
         """Image files of ``folder`` by relative stem; other files and duplicate stems are rejected."""
@@ -408,9 +446,14 @@ class _Collector:
         """The layout root's position below the source root (e.g. ``train``), part of every id."""
         return PurePosixPath(folder.parent.relative_to(self.root).as_posix())
 
-    def match(self, watermarked_dir: Path, clean_dir: Path, mask_dir: Path | None, *, strip_variants: bool = False, mask_required: bool = False) -> None:
+    def match(
+        self, watermarked_dir: Path, clean_dir: Path, mask_dir: Path | None, *, strip_variants: bool = False, mask_required: bool = False,
+        matte_dirs: tuple[Path, Path] | None = None,
+    ) -> None:  # fmt: skip
+        """Pair each watermarked image with its clean image, mask and (where both files exist) its matte."""
         watermarked, clean = self.images(watermarked_dir), self.images(clean_dir)
         masks = self.images(mask_dir) if mask_dir is not None else {}
+        alphas, colours = (self.images(folder) for folder in matte_dirs) if matte_dirs is not None else ({}, {})
         used_clean: set[PurePosixPath] = set()
         used_masks: set[PurePosixPath] = set()
         prefix = self._stem_prefix(watermarked_dir)
@@ -424,7 +467,8 @@ class _Collector:
                 continue
             used_clean.add(clean_stem)
             used_masks.add(stem)
-            self.add(prefix / stem, path, clean[clean_stem], masks.get(stem))
+            matte = (alphas[stem], colours[stem]) if stem in alphas and stem in colours else None
+            self.add(prefix / stem, path, clean[clean_stem], masks.get(stem), matte=matte)
         for stem, path in clean.items():
             if stem not in used_clean:
                 self.reject(path, "unpaired", f"clean image without a watermarked version in {watermarked_dir.name}/; add one or remove it.")
