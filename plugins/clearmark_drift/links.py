@@ -16,7 +16,6 @@ from urllib.parse import urlparse
 from airflow.sdk.bases.operatorlink import BaseOperatorLink
 
 from clearmark_drift.app import URL_PREFIX, report_path
-from clearmark_drift.reviews import review_path
 
 if TYPE_CHECKING:
     from airflow.sdk.types import TaskInstanceKey
@@ -33,6 +32,7 @@ def is_inbox_task(dag_id: str, task_id: str, name: str) -> bool:
 
 def review_url(result: Any, base_path: str = "") -> str:
     """URL of the review page of a ``process`` result, or ``""`` when the item failed or was not processed."""
+    from clearmark.removal.review import review_page_path
     from clearmark.storage import validate_report_id
 
     if not isinstance(result, dict) or result.get("status") == "failed" or not result.get("finished_at"):
@@ -42,7 +42,7 @@ def review_url(result: Any, base_path: str = "") -> str:
         validate_report_id(review_date, archive)
     except ValueError:
         return ""
-    return f"{base_path.rstrip('/')}{URL_PREFIX}/{review_path(review_date, archive)}"
+    return f"{base_path.rstrip('/')}{URL_PREFIX}/{review_page_path(review_date, archive)}"
 
 
 def drift_report_url(summary: Any, base_path: str = "") -> str:

@@ -11,8 +11,6 @@ from __future__ import annotations
 import json
 import re
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
-
 from fastapi import HTTPException
 from fastapi.responses import StreamingResponse
 
@@ -22,11 +20,6 @@ if TYPE_CHECKING:
 
 # The files a review holds: nothing else below its prefix is served.
 _REVIEW_FILE = re.compile(r"^(index\.html|review\.json|thumbs/\d{6}\.jpg|full/\d{6}\.(before|after)\.[a-z]{3,4})$")
-
-
-def review_path(review_date: str, archive: str) -> str:
-    """Path of a review's page below the app's root; the trailing slash makes its relative links work."""
-    return f"reviews/{review_date}/{quote(archive, safe='')}/"
 
 
 def _prefix(review_date: str, archive: str) -> str:
@@ -101,7 +94,7 @@ def all_current_flags(store: ObjectStore) -> dict[tuple[str, str, str], Flag]:
 
 def listed(store: ObjectStore, flags: dict[tuple[str, str, str], Flag], limit: int) -> list[dict[str, Any]]:
     """Review summaries with their flag counts and relative ``href``."""
-    from clearmark.removal.review import list_reviews
+    from clearmark.removal.review import list_reviews, review_page_path
 
     counts: dict[tuple[str, str], dict[str, int]] = {}
     for (sha, version, _), flag in flags.items():
@@ -111,7 +104,7 @@ def listed(store: ObjectStore, flags: dict[tuple[str, str, str], Flag], limit: i
         {
             **review,
             "flags": counts.get((str(review.get("content_sha256")), str(review.get("model_version"))), {}),
-            "href": review_path(review["date"], review["archive"]),
+            "href": review_page_path(review["date"], review["archive"]),
         }
         for review in list_reviews(store, limit=limit)
     ]

@@ -10,6 +10,9 @@
 * **peak RSS** of this process during each archive (sampled every 20 ms);
 * **stage times**: the mean time per image inside each pipeline stage, from the outbox
   report, which names the stage that bounds throughput.
+* **review cost**: the time :func:`clearmark.removal.review.publish_review` takes to build
+  and upload the archive's review page, as a share of the archive's removal time
+  (target: at most 10 %).
 
 The large archive repeats the distinct images under new names, so building it costs no
 generation time while every member is still decoded, detected, inpainted and encoded.
@@ -78,6 +81,7 @@ def stage_times(report: dict[str, Any]) -> dict[str, float]:
 def end_to_end(settings: Settings, source: str, archive: Path) -> dict[str, Any]:
     """Images/s and peak RSS of one archive through the inbox (``settings``: scratch buckets)."""
     from clearmark.removal.inbox import process_inbox_item
+    from clearmark.removal.review import publish_review
     from clearmark.storage import ObjectStore
 
     with zipfile.ZipFile(archive) as zf:
@@ -91,6 +95,9 @@ def end_to_end(settings: Settings, source: str, archive: Path) -> dict[str, Any]
         seconds = time.perf_counter() - started
     if summary.get("status") != "ok":
         raise RuntimeError(f"the benchmark archive did not process cleanly: {summary}")
+    started = time.perf_counter()
+    review = publish_review(settings, summary)  # what the inbox DAG's review task runs next
+    review_seconds = time.perf_counter() - started
     report = json.loads(ObjectStore(settings).get_bytes(settings.outbox_bucket, summary["report_key"]))
     return {
         "images": images,
@@ -99,6 +106,9 @@ def end_to_end(settings: Settings, source: str, archive: Path) -> dict[str, Any]
         "wall_ms_per_image": round(seconds * 1000 / images, 2),
         "stage_ms": stage_times(report),
         "peak_rss_mib": rss.mib,
+        "review_s": round(review_seconds, 2),
+        "review_share_of_removal": round(review_seconds / seconds, 3),
+        "review_pictured": review["pictured"],
         "counts": summary.get("counts"),
         "model_version": summary.get("model_version"),
     }

@@ -44,7 +44,7 @@ REVIEWS_PREFIX = "reviews"
 REVIEW_SUFFIX = ".review"
 SUMMARY_FILE = "summary.json"
 PAGE_TEMPLATE = Path(__file__).resolve().parents[1] / "assets" / "review.html"
-# Which way removal cleaned an image; R's report rows carry the shares, older reports only the status.
+# Which way removal cleaned an image: from the report rows' unblended/inpainted shares, else (older reports) the status.
 CLEANED_BY = ("unblended", "inpainted", "unchanged", "error")
 # Formats every browser shows as they are; others (TIFF) get a JPEG copy for the page.
 _BROWSER_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp"})
@@ -64,6 +64,13 @@ def review_prefix(report_date: str, archive: str) -> str:
     """Key prefix (reports bucket) of one archive's review on one day."""
     validate_report_id(report_date, archive)
     return f"{REVIEWS_PREFIX}/{report_date}/{archive}/"
+
+
+def review_page_path(review_date: str, archive: str) -> str:
+    """Path of a review's page below the plugin app's root; the trailing slash makes its relative links work."""
+    from urllib.parse import quote
+
+    return f"{REVIEWS_PREFIX}/{review_date}/{quote(archive, safe='')}/"
 
 
 def cleaned_by(row: dict[str, Any]) -> str:
@@ -224,21 +231,22 @@ def _write_pictures(
                 row["picture_error"] = f"{type(exc).__name__}: {exc}"
                 continue
             name = f"{row['n']:06d}"
-            strip.save(out / "thumbs" / f"{name}.jpg", "JPEG", quality=82, optimize=True)
+            strip.save(out / "thumbs" / f"{name}.jpg", "JPEG", quality=82)
             row["thumb"] = f"thumbs/{name}.jpg"
             row["before"] = _full_copy(before_bytes, member.path, out / "full" / f"{name}.before")
             row["after"] = _full_copy(after_bytes, member.path, out / "full" / f"{name}.after")
 
 
-def _upright(data: bytes, side: int) -> tuple[Image.Image, int, tuple[int, int]]:
-    """Decode at about ``side`` px (JPEG's DCT scaling), upright; with its orientation and stored size."""
+def _upright(data: bytes, side: int) -> tuple[Image.Image, int]:
+    """Decode at about ``side`` px (JPEG's DCT scaling), shrink to fit ``side``, turn upright; with its orientation."""
     from PIL import Image, ImageOps
 
     image = Image.open(io.BytesIO(data))
     image.draft("RGB", (side, side))
     orientation = int(image.getexif().get(0x0112, 1) or 1)
-    stored = image.convert("RGB")
-    return ImageOps.exif_transpose(stored) if orientation != 1 else stored, orientation, stored.size
+    image = image.convert("RGB")
+    image.thumbnail((side, side), Image.Resampling.BILINEAR)
+    return (ImageOps.exif_transpose(image) if orientation != 1 else image), orientation
 
 
 def thumbnail_strip(before: bytes, after: bytes, mask_png: bytes | None, side: int) -> Image.Image:
@@ -248,14 +256,16 @@ def thumbnail_strip(before: bytes, after: bytes, mask_png: bytes | None, side: i
 
     from clearmark.removal.imageio import to_upright
 
-    original, orientation, stored_size = _upright(before, side)
-    original.thumbnail((side, side), Image.Resampling.BILINEAR)
-    cleaned, _, _ = _upright(after, side)
-    cleaned = cleaned.resize(original.size, Image.Resampling.BILINEAR)
+    original, orientation = _upright(before, side)
+    cleaned, _ = _upright(after, side)
+    if cleaned.size != original.size:
+        cleaned = cleaned.resize(original.size, Image.Resampling.BILINEAR)
     overlay = original.copy()
     if mask_png is not None:
-        mask = Image.open(io.BytesIO(mask_png)).convert("L").resize(stored_size, Image.Resampling.NEAREST)
-        mask = Image.fromarray(np.ascontiguousarray(to_upright(np.asarray(mask), orientation))).resize(original.size)
+        width, height = original.size
+        stored = (height, width) if orientation in (5, 6, 7, 8) else (width, height)  # these swap the sides
+        mask = Image.open(io.BytesIO(mask_png)).convert("L").resize(stored, Image.Resampling.NEAREST)
+        mask = Image.fromarray(np.ascontiguousarray(to_upright(np.asarray(mask), orientation)))
         tinted = Image.blend(original, Image.new("RGB", original.size, _OVERLAY_RGB), 0.6)
         overlay = Image.composite(tinted, original, mask)
     gap = 4
@@ -363,11 +373,18 @@ def content_type(name: str) -> str:
 
 
 def upload_review(store: ObjectStore, folder: Path, prefix: str) -> None:
-    """Upload a review folder below ``prefix``; its ``summary.json`` last."""
+    """Upload a review folder below ``prefix`` (many small objects: in parallel); its ``summary.json`` last."""
+    from concurrent.futures import ThreadPoolExecutor
+
     bucket = store.settings.reports_bucket
-    files = sorted((p for p in folder.rglob("*") if p.is_file()), key=lambda p: p.name == SUMMARY_FILE)
-    for path in files:
+    files = [p for p in folder.rglob("*") if p.is_file() and p.name != SUMMARY_FILE]
+
+    def put(path: Path) -> None:
         store.put_file(bucket, prefix + path.relative_to(folder).as_posix(), path, content_type=content_type(path.name))
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(put, files))  # list(): re-raises the first failure
+    put(folder / SUMMARY_FILE)
 
 
 def list_reviews(store: ObjectStore, *, limit: int = 500) -> list[dict[str, Any]]:

@@ -64,6 +64,22 @@ def wait_for_outbox(settings: Settings, key: str, timeout: float, echo: Callable
     raise AirflowError(f"s3://{settings.outbox_bucket}/{key} did not appear within {timeout:.0f} s; see the clearmark_inbox runs")
 
 
+def wait_for_review(settings: Settings, archive: str, timeout: float, echo: Callable[[str], None]) -> str:
+    """The review page's path below the plugin app, once the inbox DAG's review task wrote it."""
+    from clearmark.removal.review import list_reviews, review_page_path
+    from clearmark.storage import ObjectStore
+
+    store = ObjectStore(settings)
+    deadline = time.monotonic() + timeout
+    echo(f"waiting for the review of {archive} (the inbox DAG's review task)")
+    while time.monotonic() < deadline:
+        found = [r for r in list_reviews(store) if r["archive"] == archive]
+        if found:
+            return review_page_path(found[0]["date"], archive)
+        time.sleep(5)
+    raise AirflowError(f"no review of {archive} within {timeout:.0f} s; see the review task of the clearmark_inbox run")
+
+
 def run_demo(home: Path, *, timeout: float, echo: Callable[[str], None] = print) -> None:
     """Stack up, then ETL -> training (through the gate) -> a sample archive through the inbox."""
     settings = up(home, echo=echo)
@@ -95,8 +111,11 @@ def run_demo(home: Path, *, timeout: float, echo: Callable[[str], None] = print)
     ObjectStore(settings).put_file(settings.inbox_bucket, SAMPLE_ARCHIVE, archive, content_type="application/zip")
     wait_for_outbox(settings, SAMPLE_ARCHIVE, timeout, echo)
 
+    review = wait_for_review(settings, SAMPLE_ARCHIVE, timeout, echo)
+
     echo("\nDone. What to look at:")
-    echo(f"  Airflow   {base}  (admin / {password}): the three DAG runs; the Drift reports menu")
+    echo(f"  Review    {base}/clearmark-drift/{review}  (admin / {password}): before | mask | after, flag what came back wrong")
+    echo(f"  Airflow   {base}: the DAG runs; the Reviews & drift menu")
     echo(f"  MLflow    {settings.mlflow_tracking_uri}  model {settings.registered_model}, alias champion")
     echo(f"  Outbox    s3://{settings.outbox_bucket}/{SAMPLE_ARCHIVE} and {SAMPLE_ARCHIVE}.report.csv")
     echo(f"  Data Docs s3://{settings.reports_bucket}/data-docs/{settings.dataset}/")
