@@ -5,13 +5,17 @@ PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install data-packages demo test up down status bench
+.PHONY: install data-packages browser demo test up down status bench
 
-install: $(VENV)/.installed data-packages
+install: $(VENV)/.installed data-packages browser
 
 # Photos and fonts of the generator's photo styles (Debian packages; without apt it says what is missing).
 data-packages:
 	@sh scripts/install-data-packages.sh
+
+# Debian's chromium for the review page's browser tests (without apt it says what is missing).
+browser:
+	@sh scripts/install-browser.sh
 
 # Re-installs when the dependency set changes; the constraints pin the whole tested set.
 $(VENV)/.installed: pyproject.toml constraints.txt
