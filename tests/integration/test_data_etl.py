@@ -237,3 +237,28 @@ def test_cli_runs_the_steps_and_explains_failures(
     assert too_many.exit_code == 1 and "CLEARMARK_MAX_REJECT_RATIO" in too_many.stderr
     unknown = runner.invoke(app, ["etl", "curate", "--dataset", "nope"])
     assert unknown.exit_code == 1 and "not in the sources file" in unknown.stderr
+
+
+def test_a_curated_matte_round_trips_through_the_store(settings: Settings, store: ObjectStore, tmp_path: Path) -> None:
+    """Photo-style pairs: raw -> curated (alpha 16-bit as generated, colour) -> published -> fetched, selected rows too."""
+    import numpy as np
+
+    from clearmark.data.dataset import read_alpha, read_rgb
+    from clearmark.data.synth import generate_synthetic
+
+    root = tmp_path / "photo-pairs"
+    generate_synthetic(root, 20, 17, size=64, styles="photo-train", progress=False)
+    load_raw(store, "photo-pairs", root, progress=False)
+    source = SourceSpec(name="photo-pairs", kind="local", layout="synthetic", path=root)
+    result = curate(settings, store, "matte-test", [source], progress=False)
+    assert (result.rows, result.rejects) == (20, 0)
+    publish(store, "matte-test", result.version, result.rows, manifest_sha256(store, "matte-test", result.version))
+
+    local = fetch_version(store, "matte-test", result.version, select=lambda manifest: manifest.head(5), progress=False)
+    assert len(local.manifest) == 5 and local.has_matte(local.manifest)
+    assert (local.manifest["alpha_mode"] == "I;16").all() and (local.manifest["alpha_width"] == 64).all()
+    for (pair_id, _, mask, alpha), row in zip(local.matte_pairs(local.manifest), local.manifest.itertuples(), strict=True):
+        stem = pair_id.removeprefix("photo-pairs/")
+        np.testing.assert_array_equal(alpha, read_alpha(root / "alpha" / f"{stem}.png"))  # all 16 bits
+        np.testing.assert_array_equal(mask, alpha > 0)
+        np.testing.assert_array_equal(read_rgb(local.root / row.colour_key), read_rgb(root / "colour" / f"{stem}.png"))

@@ -36,6 +36,35 @@ def _cli(settings: Settings, *args: str) -> subprocess.Popen[str]:
     return subprocess.Popen([sys.executable, "-m", "clearmark.cli", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+def test_cli_trains_a_matte_network_on_photo_pairs_and_saves_a_folder_that_loads(settings: Settings, tmp_path: Path) -> None:
+    """A tiny `clearmark train --outputs matte` on generated photo-style pairs: every loss term and the
+    validation alpha error reach MLflow, and the best folder loads as a matte detector."""
+    import numpy as np
+
+    from clearmark.model.detector import load_detector_folder
+
+    folder = tmp_path / "photos"
+    generate_synthetic(folder, 32, 23, size=64, styles="photo-train", jpeg_quality=(80, 95), progress=False)
+    checkpoints = tmp_path / "checkpoints"
+    process = _cli(
+        settings, "train", "--data-dir", str(folder), "--outputs", "matte", "--epochs", "1", "--checkpoint-dir", str(checkpoints),
+        "--alpha-loss-weight", "2", "--run-name", "matte-test", *TINY_CLI,
+    )  # fmt: skip
+    stdout, stderr = process.communicate(timeout=600)
+    assert process.returncode == 0, stderr[-3000:]
+    result = json.loads(stdout.strip().splitlines()[-1])
+
+    run = mlflow_client(settings).get_run(result["run_id"])
+    assert run.data.params["outputs"] == "matte" and run.data.params["alpha_loss_weight"] == "2.0"
+    for metric in ("train_loss_footprint", "train_loss_alpha", "train_loss_colour", "train_loss_reconstruction", "val_iou", "val_alpha_mae", "val_score"):
+        assert metric in run.data.metrics, metric
+    assert 0.0 <= run.data.metrics["val_alpha_mae"] <= 1.0
+    detector = load_detector_folder(checkpoints / "best", device="cpu")
+    assert detector.config.outputs == "matte"
+    probability, alpha, colour = detector.predict_matte(np.zeros((1, 50, 70, 3), np.uint8))
+    assert probability.shape == alpha.shape == (1, 50, 70) and colour.shape == (1, 50, 70, 3)
+
+
 @pytest.mark.slow
 def test_cli_trains_logs_to_mlflow_and_pyfunc_loads_at_any_size(settings: Settings, synth_folder: Path) -> None:
     process = _cli(settings, "train", "--data-dir", str(synth_folder), "--epochs", "2", "--run-name", "cli-test", *TINY_CLI)

@@ -61,7 +61,7 @@ def evaluate_split(detector: Detector, data: LocalDataset, split: str = "test", 
     """:func:`evaluate_pairs` on one split of a dataset version, with the data's identity."""
 
     rows = data.split(split)
-    report = evaluate_pairs(detector, data.pairs(rows), progress=progress, total=len(rows))
+    report = evaluate_pairs(detector, data.matte_pairs(rows), progress=progress, total=len(rows))
     return {**report, "dataset": data.dataset, "dataset_version": data.version, "manifest_sha256": data.manifest_sha256, "split": split}
 
 
