@@ -82,6 +82,26 @@ def test_ssim_matches_wang_et_al_on_flat_images() -> None:
     assert ssim(reference, image) < 1.0
 
 
+def test_ssim_is_scikit_images_structural_similarity(tmp_path: Path) -> None:
+    """The same figure as the reference implementation, on a photo and a JPEG of it and on noise."""
+    from skimage.metrics import structural_similarity
+
+    from clearmark.model.metrics import ssim_map
+
+    rng = np.random.default_rng(3)
+    photo = np.asarray(Image.fromarray(rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)).resize((160, 120), Image.Resampling.BICUBIC))
+    Image.fromarray(photo).save(tmp_path / "photo.jpg", quality=60)
+    pairs = [(photo, np.asarray(Image.open(tmp_path / "photo.jpg"))), (photo, rng.integers(0, 256, photo.shape, dtype=np.uint8))]
+    for reference, image in pairs:
+        expected, expected_map = structural_similarity(
+            reference.astype(np.float64), image.astype(np.float64), channel_axis=2, data_range=255,
+            gaussian_weights=True, sigma=1.5, use_sample_covariance=False, full=True,
+        )  # fmt: skip
+        score, per_pixel = ssim_map(reference, image)
+        assert score == pytest.approx(expected, abs=1e-5)
+        assert np.abs(per_pixel - expected_map.mean(axis=2)).max() < 1e-3
+
+
 def test_an_empty_mask_is_refused() -> None:
     image = np.zeros((16, 16, 3), np.uint8)
     nothing = np.zeros((16, 16), bool)
@@ -256,6 +276,23 @@ def test_the_unblending_ceiling_inverts_the_true_matte(figures: dict[str, Any], 
     ceiling = figures["removal"]["unblend_true_matte"]
     assert {name: ceiling[name] for name in SCORES} == _mean_scores(cleaned, truths)
     assert ceiling["psnr_in_mask_db"] > figures["removal"]["nothing"]["psnr_in_mask_db"]
+
+
+@pytest.mark.parametrize("removal_threshold", [None, 0.9])
+def test_the_predicted_mask_row_inpaints_productions_masks(
+    settings: Settings, white_marks: str, held: HeldOutSet, tmp_path: Path, removal_threshold: float | None
+) -> None:
+    """With the detector's own threshold (one detection pass serves the mask figures too) and with another one."""
+    configured = settings.model_copy(update={"removal_threshold": removal_threshold})
+    figures = measure_quality(configured, white_marks, tmp_path / "work", spec=SPEC, progress=False)
+    detector = white_mark_detector(level=0.7)
+    truths = [load_truth(held, item) for item in held.items]
+    detections = detect_images(detector, [t.watermarked for t in truths], DetectionOptions.for_detector(detector, configured))
+    telea = get_inpainter("telea", settings)
+    cleaned = [telea.inpaint(t.watermarked, d.mask) for t, d in zip(truths, detections, strict=True)]
+    predicted = figures["removal"]["telea_predicted_mask"]
+    assert {name: predicted[name] for name in SCORES} == _mean_scores(cleaned, truths)
+    assert figures["detection"]["inpainting_threshold"] == (removal_threshold or detector.config.threshold)
 
 
 def test_inpainting_the_true_mask_beats_doing_nothing_inside_it(figures: dict[str, Any]) -> None:

@@ -121,7 +121,7 @@ def _quality_rows(quality: dict[str, Any]) -> list[Row]:
             _target(pipeline["worse_than_input"] <= WORSE_SHARE_TARGET, f"≤ {WORSE_SHARE_TARGET:.0%}"),
         ))  # fmt: skip
     if quality.get("crops"):
-        rows.append(("sample crops: watermarked | cleaned | clean, from the pipeline's worst image to its best", f"`{quality['crops']}`", "", "", ""))
+        rows.append(("sample crops (watermarked, cleaned, clean), from the pipeline's worst image to its best", f"`{quality['crops']}`", "", "", ""))
     return rows
 
 

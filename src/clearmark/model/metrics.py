@@ -107,21 +107,35 @@ def psnr(reference: np.ndarray, image: np.ndarray, mask: np.ndarray | None = Non
     return min(PSNR_CAP_DB, float(peak_signal_noise_ratio(reference, image, data_range=255)))
 
 
+SSIM_SIGMA, SSIM_RADIUS = 1.5, 5  # Wang et al.'s Gaussian window: 11 x 11, sigma 1.5 (scikit-image's truncate=3.5)
+SSIM_K1, SSIM_K2 = 0.01, 0.03
+
+
 def ssim_map(reference: np.ndarray, image: np.ndarray) -> tuple[float, np.ndarray]:
     """SSIM of two H x W x 3 uint8 images: the image's score and the H x W map (channel mean).
 
-    Wang et al. (2004): 11x11 Gaussian window, sigma 1.5, K1 = 0.01, K2 = 0.03.  Computed in
-    float32 (scikit-image keeps the input's float type): twice as fast as float64, the same
-    score within 1e-6.
+    Wang et al. (2004) as scikit-image's ``structural_similarity(..., gaussian_weights=True,
+    sigma=1.5, use_sample_covariance=False, data_range=255)`` computes it (the score is the
+    map's mean without the window's radius at the border), with OpenCV's Gaussian blur in
+    float32: 5-8x faster on a 1024 px image, the same score within 1e-5
+    (tests/code/test_bench_quality.py compares them).
     """
+    import cv2
     import numpy as np
-    from skimage.metrics import structural_similarity
 
-    score, full = structural_similarity(
-        reference.astype(np.float32), image.astype(np.float32), channel_axis=2, data_range=255,
-        gaussian_weights=True, sigma=1.5, use_sample_covariance=False, full=True,
-    )  # fmt: skip
-    return float(score), full.mean(axis=2)
+    x, y = reference.astype(np.float32), image.astype(np.float32)
+    side = 2 * SSIM_RADIUS + 1
+
+    def blur(values: np.ndarray) -> np.ndarray:
+        return cv2.GaussianBlur(values, (side, side), SSIM_SIGMA, borderType=cv2.BORDER_REFLECT)  # scipy's "reflect"
+
+    mean_x, mean_y = blur(x), blur(y)
+    var_x, var_y = blur(x * x) - mean_x * mean_x, blur(y * y) - mean_y * mean_y
+    covariance = blur(x * y) - mean_x * mean_y
+    c1, c2 = (SSIM_K1 * 255) ** 2, (SSIM_K2 * 255) ** 2
+    full = ((2 * mean_x * mean_y + c1) * (2 * covariance + c2)) / ((mean_x * mean_x + mean_y * mean_y + c1) * (var_x + var_y + c2))
+    inner = full[SSIM_RADIUS:-SSIM_RADIUS, SSIM_RADIUS:-SSIM_RADIUS]
+    return float(inner.mean(dtype=np.float64)), full.mean(axis=2)
 
 
 def ssim(reference: np.ndarray, image: np.ndarray, mask: np.ndarray | None = None) -> float:
