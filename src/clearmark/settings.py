@@ -96,7 +96,9 @@ class Settings(BaseSettings):
     baseline_dir: Path = Field(default=REPO_ROOT / "models" / "baseline")
 
     # --- removal and drift -----------------------------------------------------------
-    inpainter: str = "telea"
+    inpainter: str = Field(
+        default="restore", description="Restorer or inpainter of removal, by registry name (removal.inpaint.available_inpainters())."
+    )
     diffusers_model_dir: Path | None = None
     inbox_concurrency: int = Field(default=2, ge=1)
     drift_share_threshold: float = Field(default=0.5, ge=0.0, le=1.0)

@@ -1,1 +1,3 @@
-"""Bulk removal: safe archive handling, detection, inpainting and per-file reports."""
+"""Bulk removal: safe archive handling, detection, restoring (unblending, inpainting) and per-file reports."""
+
+from clearmark.removal import restore as restore  # registers the default restorer with the inpainters

@@ -41,7 +41,7 @@ def remove(
     inpainter: Annotated[
         str | None,
         typer.Option(
-            help=f"One of: {', '.join(available_inpainters())} (or set CLEARMARK_INPAINTER).",
+            help=f"Restorer or inpainter, one of: {', '.join(available_inpainters())} (or set CLEARMARK_INPAINTER).",
             show_default=Settings.model_fields["inpainter"].default,
         ),
     ] = None,
@@ -74,7 +74,7 @@ def remove(
         ),
     ] = None,
 ) -> None:
-    """Detect and inpaint watermarks in every image of INPUT; write OUTPUT plus its report files."""
+    """Detect watermarks in every image of INPUT and restore what is under them; write OUTPUT plus its report files."""
     from clearmark.model.detector import DetectorError
     from clearmark.removal.archive import ArchiveError, check_output, requested_output_kind
     from clearmark.removal.inpaint import DiffusersModelNotFoundError, UnknownInpainterError
@@ -103,7 +103,7 @@ def remove(
     summary = outputs.report.summary()
     typer.echo(
         f"{summary['status']}: {summary['counts']} in {summary['duration_s']} s ({summary['images_per_s']} images/s), "
-        f"model {summary['model_version']}"
+        f"model {summary['model_version']}, {summary['inpainter']}: {summary['restorations']}"
     )
     typer.echo(f"output: {outputs.output}\nreport: {outputs.report_json}\n        {outputs.report_csv}")
     if outputs.masks:

@@ -155,6 +155,7 @@ def _publish(store: ObjectStore, key: str, name: str, digest: str, outputs: Remo
         "model_version": report["model_version"],
         "inpainter": report["inpainter"],
         "counts": report["counts"],
+        "restorations": report["restorations"],
         "members": report["members"],
         "duration_s": report["duration_s"],
         "images_per_s": report["images_per_s"],

@@ -32,7 +32,6 @@ from clearmark.settings import Settings
 if TYPE_CHECKING:
     import numpy as np
 
-DEFAULT_INPAINTER = "telea"
 SUGGESTED_DIFFUSERS_MODEL = "stable-diffusion-v1-5/stable-diffusion-inpainting"
 SIZE_MULTIPLE = 8  # Stable Diffusion's VAE downsamples by 8: pipeline sizes must be multiples of it
 
@@ -54,6 +53,84 @@ class Inpainter(Protocol):
         Pixels where ``mask`` is 0 are returned unchanged.
         """
         ...
+
+
+class MatteDetection(Protocol):
+    """What a restorer reads of a detection (``clearmark.model.inference.Detection`` is one).
+
+    ``mask`` H x W uint8 (0/255): the footprint, the only pixels a restorer may change;
+    ``alpha`` H x W float32 0..1 and ``colour`` H x W x 3 float32 0..1 (the mark's ``W``)
+    are ``None`` for a mask-only detector.
+    """
+
+    mask: np.ndarray
+    alpha: np.ndarray | None
+    colour: np.ndarray | None
+
+
+@dataclass(frozen=True)
+class MaskOnly:
+    """A detection that is only a mask (what :meth:`Inpainter.inpaint` callers have)."""
+
+    mask: np.ndarray
+    alpha: None = None
+    colour: None = None
+
+
+@dataclass(frozen=True)
+class RestoreStats:
+    """How one image's footprint (mask pixels) was restored: pixel counts."""
+
+    footprint: int
+    unblended: int  # recovered by inverting the blend
+    inpainted: int  # filled from the surroundings
+
+    def share(self, pixels: int) -> float:
+        return round(pixels / self.footprint, 6) if self.footprint else 0.0
+
+
+@runtime_checkable
+class Restorer(Protocol):
+    """Cleans one image from its detection: what the removal pipeline calls for every inpainter.
+
+    ``uses_matte``: whether ``restore`` reads the detection's ``alpha`` and ``colour``
+    (the pipeline then hands them over in the image's stored orientation).
+    """
+
+    name: str
+    thread_safe: bool
+    uses_matte: bool
+
+    def restore(self, rgb: np.ndarray, detection: MatteDetection) -> tuple[np.ndarray, RestoreStats]:
+        """``rgb`` H x W x 3 uint8 -> (cleaned H x W x 3 uint8, stats); only mask pixels may change."""
+        ...
+
+
+@dataclass(frozen=True)
+class InpaintingRestorer:
+    """A plain inpainter as a :class:`Restorer`: the whole footprint is inpainted."""
+
+    inpainter: Inpainter
+    uses_matte: ClassVar[bool] = False
+
+    @property
+    def name(self) -> str:
+        return self.inpainter.name
+
+    @property
+    def thread_safe(self) -> bool:
+        return self.inpainter.thread_safe
+
+    def restore(self, rgb: np.ndarray, detection: MatteDetection) -> tuple[np.ndarray, RestoreStats]:
+        import numpy as np
+
+        footprint = int(np.count_nonzero(detection.mask))
+        return self.inpainter.inpaint(rgb, detection.mask), RestoreStats(footprint, 0, footprint)
+
+
+def as_restorer(inpainter: Inpainter | Restorer) -> Restorer:
+    """``inpainter`` itself if it restores from a detection, else adapted (:class:`InpaintingRestorer`)."""
+    return inpainter if isinstance(inpainter, Restorer) else InpaintingRestorer(inpainter)
 
 
 class UnknownInpainterError(ValueError):

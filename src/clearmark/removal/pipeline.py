@@ -1,10 +1,11 @@
-"""Streaming removal pipeline: read -> decode -> detect (batched) -> inpaint + encode -> write.
+"""Streaming removal pipeline: read -> decode -> detect (batched) -> restore + encode -> write.
 
 Each stage runs in its own thread(s) and hands work on through a bounded queue, so
 decoding, inference and encoding overlap while memory stays flat however large the
 archive is (at most a few batches of images are in flight).  Detector threads batch
 images of the same working shape; on CPU there is one per core, each running torch on
-one thread.  OpenCV inpainting runs in one thread per core (at least two).  OpenCV, PIL
+one thread.  Restoring (unblending, OpenCV inpainting) runs in one thread per core (at
+least two) where the restorer is thread-safe.  OpenCV, PIL
 and torch release the GIL, which is what lets the stages run in parallel.
 
 Outputs, next to ``output`` (an archive or folder of the same layout as the input):
@@ -16,6 +17,7 @@ in the stored orientation of the image).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import queue
 import shutil
 import tempfile
@@ -44,8 +46,9 @@ if TYPE_CHECKING:
     import numpy as np
 
     from clearmark.model.detector import Detector
+    from clearmark.model.inference import Detection
     from clearmark.removal.imageio import DecodedImage
-    from clearmark.removal.inpaint import Inpainter
+    from clearmark.removal.inpaint import Inpainter, Restorer
 
 _DONE = object()  # end-of-stream marker passed down the queues
 _POLL_S = 0.1  # how often blocked threads look at the stop flag
@@ -108,7 +111,7 @@ class _Run:
     """Shared state of one run: options, queues and the stop flag."""
 
     detector: Detector
-    inpainter: Inpainter
+    restorer: Restorer
     options: DetectionOptions
     limits: Limits
     save_masks: bool
@@ -278,9 +281,9 @@ def _detect(run: _Run, detect_q: queue.Queue[Any], finish_q: queue.Queue[Any], f
 
 
 def _finish(run: _Run, finish_q: queue.Queue[Any], write_q: queue.Queue[Any]) -> None:
-    """Mask, inpaint, merge and encode one image; compute its drift features."""
+    """Mask, restore, merge and encode one image; compute its drift features."""
     from clearmark.data.features import image_features
-    from clearmark.removal.imageio import encode_image, from_upright, merge_cleaned
+    from clearmark.removal.imageio import encode_image, merge_cleaned
 
     while (item := run.get(finish_q)) is not _DONE:
         image, row = item.image, item.row
@@ -294,25 +297,38 @@ def _finish(run: _Run, finish_q: queue.Queue[Any], write_q: queue.Queue[Any]) ->
         )
         try:
             if detection.found:
-                _clean(run, item, from_upright(detection.mask, image.orientation), encode_image, merge_cleaned)
+                _clean(run, item, _stored_orientation(detection, image.orientation, matte=run.restorer.uses_matte), encode_image, merge_cleaned)
             else:
                 row.status, item.output = "unchanged_no_watermark", item.data  # byte-identical pass-through
-        except Exception as exc:  # one image that cannot be inpainted or encoded
+        except Exception as exc:  # one image that cannot be restored or encoded
             _copy_unchanged(item, f"cleaning failed ({type(exc).__name__}: {exc})")
         item.image = item.upright = item.probabilities = None
         run.put(write_q, item)
     run.finished("finish", write_q, 1)
 
 
-def _clean(run: _Run, item: _Item, mask: np.ndarray, encode: Callable[..., bytes], merge: Callable[..., np.ndarray]) -> None:
+def _stored_orientation(detection: Detection, orientation: int, *, matte: bool) -> Detection:
+    """The detection's mask (and matte, for a restorer that reads it) in the image's stored orientation."""
     import numpy as np
 
+    from clearmark.removal.imageio import from_upright
+
+    def stored(array: np.ndarray | None) -> np.ndarray | None:
+        return None if array is None else np.ascontiguousarray(from_upright(array, orientation))
+
+    if not matte:  # a plain inpainter: the matte would be turned for nothing
+        return dataclasses.replace(detection, mask=stored(detection.mask), alpha=None, colour=None)
+    return dataclasses.replace(detection, mask=stored(detection.mask), alpha=stored(detection.alpha), colour=stored(detection.colour))
+
+
+def _clean(run: _Run, item: _Item, detection: Detection, encode: Callable[..., bytes], merge: Callable[..., np.ndarray]) -> None:
     image, row = item.image, item.row
     assert image is not None
-    mask = np.ascontiguousarray(mask)
+    mask = detection.mask
     started = time.perf_counter()
-    cleaned = run.inpainter.inpaint(image.rgb8(), mask)
+    cleaned, stats = run.restorer.restore(image.rgb8(), detection)
     row.inpaint_ms = _ms(started)
+    row.record_restoration(stats)
     started = time.perf_counter()
     item.output = encode(image, merge(image, cleaned, mask))
     if run.save_masks:
@@ -320,7 +336,7 @@ def _clean(run: _Run, item: _Item, mask: np.ndarray, encode: Callable[..., bytes
 
         item.mask_png = cv2.imencode(".png", mask)[1].tobytes()
     row.encode_ms = _ms(started)
-    row.status, row.inpainter = "cleaned", run.inpainter.name
+    row.status, row.inpainter = "cleaned", run.restorer.name
 
 
 # --- driver ----------------------------------------------------------------------------------
@@ -329,7 +345,7 @@ def remove_watermarks(
     output_path: Path,
     *,
     detector: Detector,
-    inpainter: Inpainter,
+    inpainter: Inpainter | Restorer,
     options: DetectionOptions,
     limits: Limits | None = None,
     save_masks: bool = False,
@@ -342,11 +358,13 @@ def remove_watermarks(
     otherwise a folder) and the input's relative paths.  Raises :class:`ArchiveError`
     when the input as a whole is unreadable or hostile; then no output is left behind.
     An existing output is refused (``OutputExistsError``) unless ``overwrite``; even then
-    a folder keeps the files this run does not write.
+    a folder keeps the files this run does not write.  Every image goes through
+    ``inpainter``'s ``restore`` (a plain inpainter is adapted: :func:`as_restorer`).
     """
     import pandas as pd
 
     from clearmark.data.features import FEATURE_COLUMNS
+    from clearmark.removal.inpaint import as_restorer
     from clearmark.storage import atomic_write_bytes
 
     input_path, output_path = Path(input_path).resolve(), Path(output_path).resolve()
@@ -354,13 +372,14 @@ def remove_watermarks(
         raise ArchiveError(f"OUTPUT {output_path} must lie outside INPUT {input_path}; choose another output path")
     check_outputs(output_path, save_masks=save_masks, overwrite=overwrite)
     limits = limits or Limits()
+    restorer = as_restorer(inpainter)
     output_path.parent.mkdir(parents=True, exist_ok=True)
     started_at, started = datetime.now(UTC), time.perf_counter()
     outputs = RemovalOutputs(
         output=output_path,
         report=RemovalReport(
             input=str(input_path), output=str(output_path), kind=output_kind(output_path), model_version=detector.version,
-            inpainter=inpainter.name, threshold=options.threshold, started_at=started_at.isoformat(),
+            inpainter=restorer.name, threshold=options.threshold, started_at=started_at.isoformat(),
         ),  # fmt: skip
         report_json=sidecar(output_path, REPORT_JSON),
         report_csv=sidecar(output_path, REPORT_CSV),
@@ -374,7 +393,7 @@ def remove_watermarks(
         tempfile.TemporaryDirectory(prefix=".spool-", dir=output_path.parent) as spool_dir,
     ):
         rows = [None] * len(reader.members)
-        run = _Run(detector, inpainter, options, limits, save_masks, Path(spool_dir))
+        run = _Run(detector, restorer, options, limits, save_masks, Path(spool_dir))
         features = _drive(run, reader, output_path, outputs.masks, rows, progress)
     outputs.report.rows = [r for r in rows if r is not None and r.path]
     outputs.report.duration_s = time.perf_counter() - started
@@ -396,9 +415,9 @@ def _drive(
     detect_q: queue.Queue[Any] = queue.Queue(depth)
     finish_q: queue.Queue[Any] = queue.Queue(depth)
     write_q: queue.Queue[Any] = queue.Queue(depth)
-    # Inpainting is the slowest CPU step (OpenCV: about 20 ms per 512 px image): one thread
-    # per core where the inpainter allows it, so a GPU's detector is not left waiting on two.
-    finishers = max(2, usable_cores()) if run.inpainter.thread_safe else 1
+    # Restoring is the slowest CPU step (OpenCV: about 20 ms per 512 px image): one thread
+    # per core where the restorer allows it, so a GPU's detector is not left waiting on two.
+    finishers = max(2, usable_cores()) if run.restorer.thread_safe else 1
     run.running = {"read": 1, "decode": decoders, "detect": detectors, "finish": finishers}
     features: list[dict[str, float]] = []
     writer = ArchiveWriter(output)

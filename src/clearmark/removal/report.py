@@ -6,13 +6,19 @@ import csv
 import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from clearmark.storage import atomic_write_bytes
+
+if TYPE_CHECKING:
+    from clearmark.removal.inpaint import RestoreStats
 
 Status = Literal["cleaned", "unchanged_no_watermark", "copied_non_image", "error"]
 STATUSES: tuple[Status, ...] = ("cleaned", "unchanged_no_watermark", "copied_non_image", "error")
 PROCESSED: tuple[Status, ...] = ("cleaned", "unchanged_no_watermark")  # images that went through detection
+# How an image was restored; "" for members that are not images.
+Restoration = Literal["unblended", "inpainted", "unchanged", "error", ""]
+RESTORATIONS: tuple[Restoration, ...] = ("unblended", "inpainted", "unchanged", "error")
 
 
 @dataclass
@@ -27,6 +33,9 @@ class MemberRow:
     mask_coverage: float | None = None
     confidence: float | None = None
     inpainter: str = ""
+    # Shares of the footprint (mask pixels) recovered by inverting the blend / filled by inpainting.
+    unblended_share: float | None = None
+    inpainted_share: float | None = None
     decode_ms: float = 0.0
     detect_ms: float = 0.0
     inpaint_ms: float = 0.0
@@ -34,6 +43,23 @@ class MemberRow:
     # For errors: why, and whether the original bytes were still copied to the output.
     error: str = ""
     copied: bool = True
+
+    def record_restoration(self, stats: RestoreStats) -> None:
+        self.unblended_share, self.inpainted_share = stats.share(stats.unblended), stats.share(stats.inpainted)
+
+    @property
+    def restoration(self) -> Restoration:
+        """``unblended`` when more of the footprint was unblended than inpainted, else ``inpainted``;
+        ``unchanged`` for images left as they were, ``error`` for failures."""
+        if self.status == "error":
+            return "error"
+        if self.status == "cleaned" and (self.unblended_share or self.inpainted_share):
+            return "unblended" if (self.unblended_share or 0) > (self.inpainted_share or 0) else "inpainted"
+        return "unchanged" if self.status in PROCESSED else ""
+
+    def as_dict(self) -> dict[str, Any]:
+        """The row as report.json and report.csv write it (fields, then ``restoration``)."""
+        return {**asdict(self), "restoration": self.restoration}
 
 
 @dataclass
@@ -55,6 +81,15 @@ class RemovalReport:
         counts = dict.fromkeys(STATUSES, 0)
         for row in self.rows:
             counts[row.status] += 1
+        return counts
+
+    @property
+    def restorations(self) -> dict[str, int]:
+        """Images per way of restoring them (members that are not images are not counted)."""
+        counts = dict.fromkeys(RESTORATIONS, 0)
+        for row in self.rows:
+            if row.restoration:
+                counts[row.restoration] += 1
         return counts
 
     @property
@@ -82,10 +117,11 @@ class RemovalReport:
             "images_per_s": round(self.images_per_s, 2),
             "members": len(self.rows),
             "counts": self.counts,
+            "restorations": self.restorations,
         }
 
     def to_json(self) -> bytes:
-        return json.dumps({**self.summary(), "rows": [asdict(r) for r in self.rows]}, indent=2).encode()
+        return json.dumps({**self.summary(), "rows": [r.as_dict() for r in self.rows]}, indent=2).encode()
 
     def write(self, json_path: Path, csv_path: Path) -> None:
         """Write both report files atomically."""
@@ -93,7 +129,7 @@ class RemovalReport:
 
         atomic_write_bytes(json_path, self.to_json())
         buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=[f.name for f in fields(MemberRow)])
+        writer = csv.DictWriter(buffer, fieldnames=[*(f.name for f in fields(MemberRow)), "restoration"])
         writer.writeheader()
-        writer.writerows(asdict(r) for r in self.rows)
+        writer.writerows(r.as_dict() for r in self.rows)
         atomic_write_bytes(csv_path, buffer.getvalue().encode())
