@@ -54,12 +54,13 @@ def clearmark_train() -> None:
 
     @task(multiple_outputs=False)
     def gate(train_summary: str) -> dict:
-        """Evaluate candidate and champion on the same test split and apply config/gate.yaml."""
+        """Evaluate candidate and champion (mask metrics, removal PSNR) on the same test split and apply config/gate.yaml."""
         import json
 
         from clearmark.model.promotion import gate_candidate
+        from clearmark.removal.quality import score_removal
 
-        return gate_candidate(task_settings(), json.loads(train_summary)["run_id"])
+        return gate_candidate(task_settings(), json.loads(train_summary)["run_id"], removal_scorer=score_removal)
 
     @task.branch
     def decide(decision: dict) -> str:

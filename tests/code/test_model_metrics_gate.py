@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from clearmark.model.gate import GateConfig, GateConfigError, decide, load_gate_config
+from clearmark.model.gate import GateConfig, GateConfigError, decide, load_gate_config, removal_check
 from clearmark.model.metrics import PixelCounts, distribution, quality_label
 from clearmark.settings import REPO_ROOT
 
@@ -64,6 +64,7 @@ def test_repository_gate_file_holds_the_issue_thresholds() -> None:
     gate = load_gate_config(REPO_ROOT / "config" / "gate.yaml")
     assert gate.minimum == {"iou": 0.80, "dice": 0.80, "precision": 0.75, "recall": 0.75}
     assert (gate.split, gate.compare_metric, gate.tolerance) == ("test", "iou", 0.0)
+    assert (gate.removal_compare, gate.removal_tolerance_db) == (("psnr_whole", "psnr_mark"), 0.0)
 
 
 def test_gate_file_errors_name_the_problem(tmp_path: Path) -> None:
@@ -77,6 +78,13 @@ def test_gate_file_errors_name_the_problem(tmp_path: Path) -> None:
     wrong.write_text("minimum: {iou: 80, dice: 0.8, precision: 0.75, recall: 0.75}\n")
     with pytest.raises(GateConfigError, match=r"\[0, 1\]"):
         load_gate_config(wrong)
+    unknown = tmp_path / "unknown.yaml"
+    unknown.write_text("minimum: {iou: 0.8, dice: 0.8, precision: 0.75, recall: 0.75}\nremoval_compare: [ssim]\n")
+    with pytest.raises(GateConfigError, match="removal_compare may list psnr_whole, psnr_mark only"):
+        load_gate_config(unknown)
+    off = tmp_path / "off.yaml"
+    off.write_text("minimum: {iou: 0.8, dice: 0.8, precision: 0.75, recall: 0.75}\nremoval_compare: []\n")
+    assert load_gate_config(off).removal_compare == ()
 
 
 def test_first_model_passes_on_thresholds_alone() -> None:
@@ -102,3 +110,25 @@ def test_model_under_thresholds_lists_every_failing_metric() -> None:
     passed, reasons = decide(weak, None, GateConfig())
     assert not passed
     assert [r.split()[0] for r in reasons] == ["iou", "dice", "recall"]
+
+
+RESTORES = {"psnr_whole": 36.0, "psnr_mark": 25.0, "restorer": "restore"}
+
+
+def test_a_candidate_that_restores_worse_than_the_champion_is_rejected() -> None:
+    champion = {**PASSING, "version": "4", "removal": {**RESTORES, "psnr_mark": 25.5}}
+    passed, reasons = decide({**PASSING, "removal": RESTORES}, champion, GateConfig())
+    assert not passed
+    assert reasons == ["psnr_mark 25.00 dB is worse than the champion's 25.50 dB (version 4, restorer restore) on the same split"]
+    assert decide({**PASSING, "removal": RESTORES}, champion, GateConfig(removal_tolerance_db=0.5))[0]
+    assert decide({**PASSING, "removal": RESTORES}, champion, GateConfig(removal_compare=("psnr_whole",)))[0]
+
+
+def test_removal_is_not_compared_without_figures_on_both_sides() -> None:
+    skipped = {"skipped": "split 'test' of d v1 has no clean images to score removal against"}
+    champion = {**PASSING, "version": "4", "removal": RESTORES}
+    assert removal_check({**PASSING, "removal": skipped}, champion, GateConfig()) == ([], f"removal quality not compared: {skipped['skipped']}")
+    assert removal_check({**PASSING, "removal": RESTORES}, None, GateConfig())[1] == "removal quality not compared: no champion yet"
+    assert removal_check(PASSING, champion, GateConfig())[1] == "removal quality not compared: it was not measured for both models"
+    assert removal_check({**PASSING, "removal": RESTORES}, champion, GateConfig(removal_compare=()))[1].startswith("removal quality not gated")
+    assert decide({**PASSING, "removal": skipped}, {**champion, "removal": {**RESTORES, "psnr_mark": 40.0}}, GateConfig())[0]

@@ -4,10 +4,15 @@ Models of known quality without training: the test split's masks cover 90 % of e
 image, so a network whose output is constant "watermark" scores IoU 0.90, one that
 says "no watermark" scores 0, and the same random network with its output bias set
 to call ~95 % of pixels watermark lands in between (above the thresholds, below 0.90).
+Removal quality: where the pairs have clean originals, a matte network that predicts the
+true blend (alpha 0.5, white) everywhere restores far better than the mask network of the
+same IoU, whose footprint can only be inpainted.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 from pathlib import Path
 
@@ -17,12 +22,20 @@ import torch
 from PIL import Image
 
 from clearmark.model.detector import Detector, DetectorConfig, build_network, save_detector
-from clearmark.model.promotion import ensure_baseline_champion, gate_candidate, promote, reject
+from clearmark.model import promotion
+from clearmark.model.promotion import ensure_baseline_champion, promote, reject
 from clearmark.model.registry import MODEL_URI_TAG, log_detector_model, mlflow_client, use_tracking_server
+from clearmark.removal.quality import score_removal
 from clearmark.settings import Settings
 
 pytestmark = pytest.mark.integration
 CONFIG = DetectorConfig(architecture="Unet", encoder="mobilenet_v2", image_size=64, decoder_channels=[16, 16, 16, 16, 8])
+MATTE = dataclasses.replace(CONFIG, outputs="matte")
+
+
+def gate_candidate(settings: Settings, run_id: str) -> dict:
+    """The gate as `clearmark promote` and the training DAG run it: removal scored by the shipped restorer."""
+    return promotion.gate_candidate(settings, run_id, removal_scorer=score_removal)
 
 
 @pytest.fixture(scope="module")
@@ -57,11 +70,43 @@ def _network(kind: str, data_dir: Path) -> torch.nn.Module:
     return network
 
 
+@pytest.fixture(scope="module")
+def restoration_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """30 pairs with clean originals: a white mark at opacity 0.5 over all but a 4-row strip, as masked."""
+    folder = tmp_path_factory.mktemp("gate-restoration")
+    rng = np.random.default_rng(1)
+    mask = np.full((40, 50), 255, np.uint8)
+    mask[:4] = 0
+    for part in ("clean", "watermarked", "masks"):
+        (folder / part).mkdir()
+    for index in range(30):
+        coarse = Image.fromarray(rng.integers(0, 256, (8, 10, 3), dtype=np.uint8))
+        clean = np.asarray(coarse.resize((50, 40), Image.Resampling.BICUBIC))  # photo-like: smooth, not noise
+        watermarked = np.where(mask[..., None] > 0, np.rint(0.5 * 255 + 0.5 * clean.astype(np.float64)), clean).astype(np.uint8)
+        name = f"synth_{index:05d}.png"
+        Image.fromarray(clean).save(folder / "clean" / name)
+        Image.fromarray(watermarked).save(folder / "watermarked" / name)
+        Image.fromarray(mask).save(folder / "masks" / name)
+    return folder
+
+
+def _true_blend_network() -> torch.nn.Module:
+    """A matte network whose maps are constant: footprint everywhere, alpha 0.5, W white."""
+    torch.manual_seed(7)
+    network = build_network(MATTE).eval()
+    head = network.segmentation_head[0]
+    torch.nn.init.zeros_(head.weight)
+    with torch.no_grad():
+        head.bias.copy_(torch.tensor([10.0, 0.0, 10.0, 10.0, 10.0]))  # sigmoid: 1, 0.5, 1, 1, 1
+    return network
+
+
 def _candidate_run(settings: Settings, data_dir: Path, kind: str, tmp_path: Path) -> str:
     """An MLflow run shaped like a training run's: data tags plus the logged pyfunc."""
     import mlflow
 
-    folder = save_detector(_network(kind, data_dir), CONFIG, tmp_path / f"det-{kind}", data_version="local-test")
+    network, config = (_true_blend_network(), MATTE) if kind == "true-blend" else (_network(kind, data_dir), CONFIG)
+    folder = save_detector(network, config, tmp_path / f"det-{kind}", data_version="local-test")
     use_tracking_server(settings)
     mlflow.set_experiment(settings.experiment)
     with mlflow.start_run(run_name=kind) as run:
@@ -87,6 +132,10 @@ def test_first_then_better_model_are_promoted(settings: Settings, data_dir: Path
     good_run = _candidate_run(settings, data_dir, "all", tmp_path)
     decision = gate_candidate(settings, good_run)
     assert decision["passed"], decision["reasons"]
+    assert decision["candidate"]["removal"] == decision["champion"]["removal"] == {
+        "skipped": f"split 'test' of synthetic {decision['dataset_version']} has no clean images to score removal against"
+    }
+    assert decision["removal_check"].startswith("removal quality not compared: split 'test'")
     assert decision["candidate"]["iou"] == pytest.approx(0.9) and decision["candidate"]["quality"] == "EXCELLENT"
     assert decision["champion"]["version"] == weak["candidate"]["version"] and decision["champion"]["iou"] == 0.0
     outcome = promote(settings, decision)
@@ -141,3 +190,33 @@ def test_bundled_baseline_becomes_the_first_champion_once(
     from clearmark.model.loading import load_detector
 
     assert load_detector(f"models:/{settings.registered_model}@champion", settings).config == CONFIG
+
+
+def test_the_gate_keeps_the_champion_that_restores_better(settings: Settings, restoration_dir: Path, tmp_path: Path) -> None:
+    """Same mask metrics (IoU 0.90 both); only removal quality tells them apart, both ways round."""
+    champion = gate_candidate(settings, _candidate_run(settings, restoration_dir, "true-blend", tmp_path))
+    assert champion["passed"], champion["reasons"]
+    promote(settings, champion)
+    ours = champion["candidate"]["removal"]
+    assert ours["restorer"] == "restore" and ours["images"] == champion["candidate"]["images"]
+    assert ours["psnr_mark"] > 40  # the photo under the mark, unblended
+
+    decision = gate_candidate(settings, _candidate_run(settings, restoration_dir, "all", tmp_path))
+    candidate = decision["candidate"]
+    assert candidate["iou"] == pytest.approx(champion["candidate"]["iou"]) == pytest.approx(0.9)
+    assert not decision["passed"]
+    theirs = candidate["removal"]
+    assert theirs["psnr_mark"] < ours["psnr_mark"] - 10 and theirs["psnr_whole"] < ours["psnr_whole"]
+    assert decision["reasons"] == [
+        f"{metric} {theirs[metric]:.2f} dB is worse than the champion's {ours[metric]:.2f} dB "
+        f"(version {champion['candidate']['version']}, restorer restore) on the same split"
+        for metric in ("psnr_whole", "psnr_mark")
+    ]
+    assert decision["removal_check"] == "removal quality compared: psnr_whole, psnr_mark (tolerance 0.0 dB)"
+    logged = json.loads(Path(mlflow_client(settings).download_artifacts(decision["run_id"], "gate/decision.json")).read_text())
+    assert logged["candidate"]["removal"] == theirs and logged["champion"]["removal"] == ours
+    reject(settings, decision)
+
+    unchecked = tmp_path / "gate.yaml"
+    unchecked.write_text(settings.gate_file.read_text().replace("removal_compare: [psnr_whole, psnr_mark]", "removal_compare: []"))
+    assert gate_candidate(settings.model_copy(update={"gate_file": unchecked}), decision["run_id"])["passed"]  # equal IoU passes

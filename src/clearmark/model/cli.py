@@ -157,12 +157,13 @@ def promote_command(
     from clearmark.model.gate import GateConfigError
     from clearmark.model.promotion import PromotionError, gate_candidate, promote, reject
     from clearmark.model.registry import MlflowUnavailableError
+    from clearmark.removal.quality import score_removal
     from clearmark.settings import get_settings
 
     _limit_threads(threads)
     settings = get_settings()
     try:
-        decision = gate_candidate(settings, run_id)
+        decision = gate_candidate(settings, run_id, removal_scorer=score_removal)
         outcome = promote(settings, decision) if decision["passed"] else reject(settings, decision)
     except (DatasetError, DetectorError, GateConfigError, MlflowUnavailableError, PromotionError) as exc:
         raise _fail(exc) from exc

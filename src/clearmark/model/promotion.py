@@ -2,7 +2,8 @@
 
 The training DAG calls :func:`gate_candidate`, then :func:`promote` or :func:`reject`
 depending on ``decision["passed"]``; ``clearmark promote --run-id`` does the same in one
-command.  :func:`ensure_baseline_champion` gives an empty registry its first champion:
+command.  Removal quality is scored by a function the caller passes in
+(``clearmark.removal.quality.score_removal``): the model layer does not import removal.  :func:`ensure_baseline_champion` gives an empty registry its first champion:
 the detector bundled in ``models/baseline/``.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,9 +22,13 @@ if TYPE_CHECKING:
     from mlflow import MlflowClient
     from mlflow.entities.model_registry import ModelVersion
 
+    from clearmark.data.dataset import LocalDataset
+    from clearmark.model.detector import Detector
     from clearmark.settings import Settings
 
 BASELINE_TAG = "bundled_baseline"  # model-version tag: SHA-256 of the bundled weights
+# (settings, detector, data, split) -> {"psnr_whole", "psnr_mark", ...} or {"skipped": why}
+RemovalScorer = Callable[["Settings", "Detector", "LocalDataset", str], dict[str, Any]]
 log = logging.getLogger(__name__)
 
 
@@ -85,22 +91,24 @@ def register_run_model(settings: Settings, run_id: str) -> str:
     return _register(settings, model_uri)
 
 
-def _evaluate_version(settings: Settings, version: str, data: Any, split: str) -> dict[str, Any]:
+def _evaluate_version(settings: Settings, version: str, data: LocalDataset, split: str, removal_scorer: RemovalScorer) -> dict[str, Any]:
     from clearmark.model.evaluate import evaluate_split
     from clearmark.model.loading import load_detector
 
     detector = load_detector(f"models:/{settings.registered_model}/{version}", settings)
-    return {**evaluate_split(detector, data, split), "version": version}
+    return {**evaluate_split(detector, data, split), "removal": removal_scorer(settings, detector, data, split), "version": version}
 
 
-def gate_candidate(settings: Settings, run_id: str) -> dict[str, Any]:
+def gate_candidate(settings: Settings, run_id: str, *, removal_scorer: RemovalScorer) -> dict[str, Any]:
     """Register the run's model, evaluate it and the champion on the same split, decide.
 
-    The decision (JSON) is logged to the run as ``gate/decision.json`` and returned:
-    ``{"passed", "reasons", "candidate": {metrics..., "version"}, "champion": {...} | None, ...}``.
+    ``removal_scorer`` measures each model's removal quality on the split (detection plus
+    the shipped restorer).  The decision (JSON) is logged to the run as
+    ``gate/decision.json`` and returned: ``{"passed", "reasons", "removal_check",
+    "candidate": {metrics..., "removal", "version"}, "champion": {...} | None, ...}``.
     """
     from clearmark.data.catalog import load_training_data
-    from clearmark.model.gate import decide, load_gate_config
+    from clearmark.model.gate import decide, load_gate_config, removal_check
     from mlflow.exceptions import MlflowException
 
     from clearmark.model.registry import check_mlflow, log_report, mlflow_client
@@ -119,21 +127,24 @@ def gate_candidate(settings: Settings, run_id: str) -> dict[str, Any]:
     data = load_training_data(settings, tags.get("dataset"), tags.get("dataset_version"), data_dir)
 
     version = register_run_model(settings, run_id)
-    candidate = _evaluate_version(settings, version, data, gate.split)
+    candidate = _evaluate_version(settings, version, data, gate.split, removal_scorer)
     current = _alias_version(client, settings.registered_model, CHAMPION)
     champion = None
     if current is not None and str(current.version) != version:
-        champion = _evaluate_version(settings, str(current.version), data, gate.split)
+        champion = _evaluate_version(settings, str(current.version), data, gate.split, removal_scorer)
     passed, reasons = decide(candidate, champion, gate)
     decision = {
         "passed": passed,
         "reasons": reasons,
+        "removal_check": removal_check(candidate, champion, gate)[1],
         "run_id": run_id,
         "model": settings.registered_model,
         "dataset": data.dataset,
         "dataset_version": data.version,
         "split": gate.split,
         "thresholds": gate.minimum,
+        "removal_compare": list(gate.removal_compare),
+        "removal_tolerance_db": gate.removal_tolerance_db,
         "candidate": candidate,
         "champion": champion,
         "decided_at": datetime.now(UTC).isoformat(),
