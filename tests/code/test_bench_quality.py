@@ -239,7 +239,9 @@ def test_figures_have_the_documented_shape(figures: dict[str, Any], held: HeldOu
     assert figures["removal"]["nothing"]["seconds"] == 0
     assert figures["removal"]["telea_predicted_mask"]["seconds"] > 0 and figures["removal"]["pipeline"]["seconds"] > 0
     assert figures["removal"]["pipeline"]["restorer"] == Settings().inpainter
-    assert sum(figures["removal"]["pipeline"]["statuses"].values()) == len(held.items)
+    pipeline = figures["removal"]["pipeline"]
+    assert sum(pipeline["statuses"].values()) == sum(pipeline["restorations"].values()) == len(held.items)
+    assert 0 <= pipeline["unblended_share"] <= 1 and 0 <= pipeline["inpainted_share"] <= 1
 
 
 def test_mask_metrics_are_those_of_the_production_detection_path(figures: dict[str, Any], held: HeldOutSet, settings: Settings) -> None:
@@ -393,7 +395,7 @@ def _quality(iou: float, pipeline_whole: float, pipeline_in_mark: float, worse: 
             "nothing": scores(30.0, 17.0),
             "telea_true_mask": scores(37.0, 27.0),
             "pipeline": {**scores(pipeline_whole, pipeline_in_mark), "restorer": "restore", "worse_than_input": worse / 100,
-                         "worse_images": [f"heldout_{i:04d}" for i in range(worse)]},
+                         "worse_images": [f"heldout_{i:04d}" for i in range(worse)], "unblended_share": 0.6, "inpainted_share": 0.4},
         },  # fmt: skip
         "crops": "2026-01-01-x-quality.png",
     }

@@ -41,14 +41,19 @@ def test_smoke_profile_writes_every_figure_with_its_in_run_baseline(settings: Se
     assert set(latency["by_batch"]) == {"1", "2"} and latency["best_batch"] in (1, 2)
     assert figures["detection"]["model_load"]["cached_s"] < figures["detection"]["model_load"]["cold_s"]
 
-    assert 0.0 <= figures["quality"]["mask"]["iou"] <= 1.0
+    quality = figures["quality"]
+    assert 0.0 <= quality["mask"]["iou"] <= 1.0
+    assert quality["removal"]["pipeline"]["restorer"] == settings.inpainter and 0.0 <= quality["removal"]["pipeline"]["worse_than_input"] <= 1.0
+    assert (table.parent / quality["crops"]).is_file() and quality["crops"] == table.name.replace(".md", "-quality.png")
+    assert figures["machine"]["cpu_capability"] and figures["machine"]["cpu"]
     assert figures["training"]["reported"]["epochs"] >= 1 and figures["training"]["reported"]["train_images_per_s"] > 0
     assert figures["platform"]["etl"]["rerun_share"] > 0
     assert all(not dag["heavy_modules"] for dag in figures["platform"]["dag_parse"]["dags"].values())
 
     # Every figure in the table sits next to its baseline; the user's buckets were not touched.
     text = table.read_text()
-    for measure in ("removal end to end, 24-image archive", "naive loop", "plain float32 call", "first download", "doing nothing", "import airflow.sdk"):
+    measures = ("removal end to end, 24-image archive", "naive loop", "plain float32 call", "first download", "doing nothing", "shipped pipeline", "import airflow.sdk")
+    for measure in measures:
         assert measure in text, measure
     assert {b["Name"] for b in store.client.list_buckets()["Buckets"]} == buckets_before
     assert [o.key for o in store.list(settings.inbox_bucket)] == ["users-archive.zip"]

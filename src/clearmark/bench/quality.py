@@ -157,12 +157,17 @@ def _run_pipeline(settings: Settings, model: str, held: HeldOutSet, output: Path
     outputs = run_removal(settings, held.inputs, output, model=model, progress=progress)
     seconds = time.perf_counter() - started
     rows = outputs.report.rows
+    cleaned = [row for row in rows if row.status == "cleaned"]
     return _Pipeline(
         output,
         {
             "seconds": round(seconds, 4),
             "restorer": outputs.report.inpainter,
             "statuses": dict(Counter(row.status for row in rows)),
+            "restorations": outputs.report.restorations,
+            # Of each cleaned image's detected footprint, averaged over images.
+            "unblended_share": round(statistics.fmean(row.unblended_share or 0.0 for row in cleaned), 4) if cleaned else 0.0,
+            "inpainted_share": round(statistics.fmean(row.inpainted_share or 0.0 for row in cleaned), 4) if cleaned else 0.0,
         },
     )
 

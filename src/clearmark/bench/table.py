@@ -113,6 +113,10 @@ def _quality_rows(quality: dict[str, Any]) -> list[Row]:
              _target(pipeline["psnr_in_mask_db"] >= ceiling["psnr_in_mask_db"] + IN_MARK_MARGIN_DB, f"≥ telea with the true mask + {IN_MARK_MARGIN_DB:g} dB")),
         ]  # fmt: skip
     if pipeline:
+        rows.append((
+            f"shipped pipeline's {pipeline['restorer']}: share of the detected footprint unblended / inpainted (mean over cleaned images)",
+            f"{pipeline['unblended_share']:.1%} / {pipeline['inpainted_share']:.1%}", "", "", "",
+        ))  # fmt: skip
         baseline = removal.get("telea_predicted_mask")
         rows.append((
             "images the shipped pipeline made worse than the input (whole-image PSNR below doing nothing)",
