@@ -30,6 +30,7 @@ import urllib.request
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -321,15 +322,73 @@ class Stack:
                     lines.append(str(exc))
         return "\n".join(lines)
 
+    def recent_runs(self, dag_id: str) -> list[dict]:
+        return self.request("GET", f"/api/v2/dags/{dag_id}/dagRuns?limit=20&order_by=-start_date")["dag_runs"]
+
     def asset_triggered_run(self, dag_id: str, timeout: float) -> str:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            runs = self.request("GET", f"/api/v2/dags/{dag_id}/dagRuns?limit=20")["dag_runs"]
+            runs = self.recent_runs(dag_id)
             triggered = [run["dag_run_id"] for run in runs if run.get("run_type") == "asset_triggered"]
             if triggered:
                 return triggered[0]
             time.sleep(5)
         raise SmokeFailure(f"no Asset-triggered run of {dag_id} within {timeout:.0f} s")
+
+
+def drop_archives(stack: Stack, count: int, timeout: float) -> list[dict]:
+    """Upload ``count`` held-out archives, run the inbox, wait for their outbox and drift results.
+
+    Returns the ``process`` task instances that handled them: a scheduled inbox run may pick
+    an archive up before the one triggered here, so every process task since the upload counts.
+    """
+    names = [f"smoke-{int(time.time())}-{index}.zip" for index in range(count)]
+    uploaded = datetime.now(timezone.utc)
+    for name in names:
+        stack.python(UPLOAD_ARCHIVE, name, "6")
+    stack.trigger("clearmark_inbox")
+    deadline = time.monotonic() + timeout
+    pending = set(names)
+    while True:
+        for name in sorted(pending):
+            results = json.loads(stack.python(INBOX_RESULTS, name).strip().splitlines()[-1])
+            if {name, f"{name}.report.json"} <= set(results["outbox"]) and any(key.endswith("/report.html") for key in results["drift"]):
+                print(f"[prod-smoke] {name}: outbox {results['outbox']}; drift report {sorted(results['drift'])}")
+                pending.discard(name)
+        since_upload = [
+            (run["dag_run_id"], ti)
+            for run in stack.recent_runs("clearmark_inbox")[:5]
+            for ti in stack.task_instances("clearmark_inbox", run["dag_run_id"])
+            if ti["task_id"].endswith("process") and ti.get("start_date") and parse_time(ti["start_date"]) >= uploaded
+        ]
+        failed = [(run_id, ti) for run_id, ti in since_upload if ti["state"] == "failed"]
+        if failed or (pending and time.monotonic() > deadline):
+            detail = "\n".join(stack.describe("clearmark_inbox", run_id, [ti]) for run_id, ti in failed)
+            raise SmokeFailure(f"inbox results missing for {sorted(pending)}; failed process tasks:\n{detail or 'none'}")
+        if not pending and all(ti["state"] == "success" for _, ti in since_upload):
+            return [ti for _, ti in since_upload]
+        time.sleep(10)
+
+
+def parse_time(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def scale_out(timings: Timings, stack: Stack, env_file: Path, timeout: float) -> None:
+    """The same volumes restarted with the CeleryExecutor and two workers of one slot each: two archives at once."""
+    with timings.step("restart as CeleryExecutor with 2 workers"):
+        text = env_file.read_text()
+        text += "COMPOSE_PROFILES=seaweedfs,celery\nAIRFLOW_EXECUTOR=CeleryExecutor\nAIRFLOW_WORKER_CONCURRENCY=1\n"
+        env_file.write_text(text)
+        stack.values = env_values(text)
+        stack("up", "--detach", "--no-build", "--pull", "never", "--scale", "airflow-worker=2")
+        stack.wait_healthy(timeout=timeout)
+        stack._token = None
+    with timings.step("two archives on two workers"):
+        hosts = {ti["hostname"] for ti in drop_archives(stack, 2, timeout)}
+        if len(hosts) != 2:
+            raise SmokeFailure(f"the two archives' process tasks ran on {sorted(hosts)}, not on two workers")
+        print(f"[prod-smoke] process ran on workers {sorted(hosts)}")
 
 
 def build_images(timings: Timings, values: dict[str, str], secret_args: list[str]) -> None:
@@ -420,15 +479,9 @@ def prove(args: argparse.Namespace) -> Timings:
             if operators.get("train") != "DockerOperator":
                 raise SmokeFailure(f"train ran as {operators.get('train')}, not DockerOperator")
         with timings.step("inbox archive -> outbox + drift report"):
-            name = f"smoke-{int(time.time())}.zip"
-            stack.python(UPLOAD_ARCHIVE, name, "6")
-            inbox_run = stack.trigger("clearmark_inbox")
-            stack.wait_for_run("clearmark_inbox", inbox_run, timeout=args.timeout)
-            results = json.loads(stack.python(INBOX_RESULTS, name).strip().splitlines()[-1])
-            missing = [key for key in (name, f"{name}.report.json") if key not in results["outbox"]]
-            if missing or not any(key.endswith("/report.html") for key in results["drift"]):
-                raise SmokeFailure(f"inbox results incomplete: missing {missing}; drift {results['drift']}; inbox {results['inbox']}")
-            print(f"[prod-smoke] outbox: {results['outbox']}\n[prod-smoke] drift report: {sorted(results['drift'])}")
+            drop_archives(stack, 1, args.timeout)
+        if args.scale_out:
+            scale_out(timings, stack, env_file, args.timeout)
         sizes = image_sizes([values[variable] for _, _, variable in BUILDS.values()])
         print("[prod-smoke] image sizes: " + ", ".join(f"{image} {size:.2f} GB" for image, size in sizes.items()))
     except SmokeFailure:
@@ -445,6 +498,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--local-bases", action="store_true", help="Build stand-in base images first (a host without an image registry).")
     parser.add_argument("--keep", action="store_true", help="Leave the stack running (no `docker compose down -v`).")
+    parser.add_argument("--scale-out", action="store_true", help="Then restart with the CeleryExecutor and two workers: two archives at once.")
     parser.add_argument("--timeout", type=float, default=3600, help="Seconds each wait may take.")
     args = parser.parse_args(argv)
     start = time.monotonic()
