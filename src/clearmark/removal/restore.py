@@ -40,9 +40,9 @@ if TYPE_CHECKING:
     import numpy as np
 
 RESTORER = "restore"
-# Chosen on photo-train validation images (docs/architecture.md, "Inpainters"): above this
-# opacity the noise gain (1/(1-a) >= 8x) makes inpainting the better guess.
-DEFAULT_ALPHA_LIMIT = 0.88
+# Chosen on photo-train validation images (docs/architecture.md, "Inpainters"): 0.80-0.88
+# score alike, higher limits lose (the noise gain 1/(1-a) passes 8x), so the middle.
+DEFAULT_ALPHA_LIMIT = 0.85
 # How far (grey levels) an inverted pixel may leave 0..255 before the matte counts as
 # wrong there: JPEG noise times the gain overshoots a little even with an exact matte.
 SATURATION_MARGIN = 24.0
@@ -189,7 +189,7 @@ class UnblendRestorer:
 
     inner: Inpainter
     limit: float = DEFAULT_ALPHA_LIMIT
-    denoise: Denoiser = "bilateral"
+    denoise: Denoiser = "nlm"
     fit_matte: bool = False  # fit a matte where the detector gives only a mask (else inpaint it)
     name: str = RESTORER
     uses_matte: ClassVar[bool] = True
@@ -232,7 +232,7 @@ def _restore(
     settings: Settings,
     limit: float = DEFAULT_ALPHA_LIMIT,
     inner: str = "telea",
-    denoise: Denoiser = "bilateral",
+    denoise: Denoiser = "nlm",
     fit_matte: bool = False,
     **inner_options: Any,
 ) -> UnblendRestorer:
