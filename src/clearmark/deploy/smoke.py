@@ -21,6 +21,7 @@ import os
 import secrets
 import shlex
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -501,6 +502,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--scale-out", action="store_true", help="Then restart with the CeleryExecutor and two workers: two archives at once.")
     parser.add_argument("--timeout", type=float, default=3600, help="Seconds each wait may take.")
     args = parser.parse_args(argv)
+    # A stopped proof still takes the stack down and deletes the pip secrets (the finally blocks).
+    signal.signal(signal.SIGTERM, lambda _signal, _frame: sys.exit(143))
     start = time.monotonic()
     try:
         timings = prove(args)
