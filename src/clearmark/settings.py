@@ -100,6 +100,10 @@ class Settings(BaseSettings):
         default="restore", description="Restorer or inpainter of removal, by registry name (removal.inpaint.available_inpainters())."
     )
     diffusers_model_dir: Path | None = None
+    shared_mark: bool = Field(
+        default=False,
+        description="Estimate the mark that an archive's images share and unblend them with it (removal.shared_mark; experimental, off until its bench targets are met).",
+    )
     inbox_concurrency: int = Field(default=2, ge=1)
     drift_share_threshold: float = Field(default=0.5, ge=0.0, le=1.0)
     drift_reference_sample: int = Field(default=200, ge=1, description="Training images sampled for the drift reference.")

@@ -220,7 +220,7 @@ def test_clearmark_remove_on_photo_marks_reports_unblended_images(photo_marks: P
     report = json.loads((tmp_path / "out.zip.report.json").read_text())
     assert report["inpainter"] == RESTORER
     restorations = [row["restoration"] for row in report["rows"]]
-    assert report["restorations"] == {name: restorations.count(name) for name in ("unblended", "inpainted", "unchanged", "error")}
+    assert report["restorations"] == {name: restorations.count(name) for name in ("shared", "unblended", "inpainted", "unchanged", "error")}
     assert report["restorations"]["unblended"] >= 4, report["restorations"]
     for row in report["rows"]:
         assert row["unblended_share"] + row["inpainted_share"] <= 1.0
@@ -247,5 +247,5 @@ def test_report_rows_say_how_each_image_was_restored() -> None:
     ]
     report = RemovalReport(input="in", output="out", kind="zip", model_version="1", inpainter=RESTORER, threshold=0.5, started_at="", rows=rows)
     assert [r.restoration for r in rows] == ["unblended", "inpainted", "unchanged", "error", ""]
-    assert report.summary()["restorations"] == {"unblended": 1, "inpainted": 1, "unchanged": 1, "error": 1}
+    assert report.summary()["restorations"] == {"shared": 0, "unblended": 1, "inpainted": 1, "unchanged": 1, "error": 1}
     assert json.loads(report.to_json())["rows"][0]["restoration"] == "unblended"

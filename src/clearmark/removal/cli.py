@@ -64,6 +64,15 @@ def remove(
             show_default="off",
         ),
     ] = False,
+    shared_mark: Annotated[
+        bool,
+        typer.Option(
+            "--shared-mark",
+            help="Estimate the mark images share, unblend with it, write <OUTPUT>.watermark.png "
+            "(experimental; or set CLEARMARK_SHARED_MARK).",
+            show_default="off",
+        ),
+    ] = False,
     threshold: Annotated[
         float | None, typer.Option(min=0.0, max=1.0, metavar="FLOAT", help="Mask threshold.", show_default="the detector's")
     ] = None,
@@ -91,7 +100,7 @@ def remove(
     try:
         outputs = run_removal(
             settings, input_path, output_path, model=model, inpainter=inpainter, save_masks=save_masks,
-            threshold=threshold, batch_size=batch_size, overwrite=overwrite, progress=True,
+            threshold=threshold, batch_size=batch_size, overwrite=overwrite, progress=True, shared_mark=shared_mark or None,
         )  # fmt: skip
     except ArchiveError as exc:
         typer.secho(f"Cannot process {input_path}: {exc}", fg=typer.colors.RED, err=True)
@@ -108,6 +117,8 @@ def remove(
     typer.echo(f"output: {outputs.output}\nreport: {outputs.report_json}\n        {outputs.report_csv}")
     if outputs.masks:
         typer.echo(f"masks:  {outputs.masks}")
+    for watermark in outputs.watermarks:
+        typer.echo(f"shared mark: {watermark}")
     if review:
         typer.echo(f"review: {review_removal(input_path, outputs)}")
     if summary["status"] == "partial":

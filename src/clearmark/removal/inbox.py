@@ -146,6 +146,9 @@ def _publish(store: ObjectStore, key: str, name: str, digest: str, outputs: Remo
         keys["masks_key"] = (f"{name}.masks.zip", outputs.masks, "application/zip")
     for object_key, path, content_type in keys.values():
         store.put_file(bucket, object_key, path, content_type=content_type)
+    watermark_keys = [name + path.name[len(outputs.output.name) :] for path in outputs.watermarks]  # <name>.watermark.png
+    for object_key, path in zip(watermark_keys, outputs.watermarks, strict=True):
+        store.put_file(bucket, object_key, path, content_type="image/png")
     report = outputs.report.summary()
     return {
         "key": key,
@@ -162,6 +165,7 @@ def _publish(store: ObjectStore, key: str, name: str, digest: str, outputs: Remo
         "outbox_bucket": bucket,
         "outbox_key": outbox_key,
         **{field: spec[0] for field, spec in keys.items()},
+        "watermark_keys": watermark_keys,
         "finished_at": datetime.now(UTC).isoformat(),
     }
 

@@ -11,7 +11,13 @@ and torch release the GIL, which is what lets the stages run in parallel.
 Outputs, next to ``output`` (an archive or folder of the same layout as the input):
 ``<output>.report.json``, ``<output>.report.csv``, ``<output>.features.parquet`` and,
 with ``save_masks``, ``<output>.masks.zip`` (one ``<path>.mask.png`` per cleaned image,
-in the stored orientation of the image).
+in the stored orientation of the image) and, where images share a mark,
+``<output>.watermark.png`` (``.watermark-<group>.png`` for several groups): the estimate.
+
+With ``shared_mark``, a first pass (:func:`_estimate_shared_marks`) reads a bounded sample
+of each frame group (:mod:`clearmark.removal.shared_mark`), detects and estimates the mark
+the group shares; the streaming pass then unblends each image of such a group with it,
+and falls back to the per-image restorer where the mark's edges are left.
 """
 
 from __future__ import annotations
@@ -49,6 +55,7 @@ if TYPE_CHECKING:
     from clearmark.model.inference import Detection
     from clearmark.removal.imageio import DecodedImage
     from clearmark.removal.inpaint import Inpainter, Restorer
+    from clearmark.removal.shared_mark import GroupEstimate, SharedMark
 
 _DONE = object()  # end-of-stream marker passed down the queues
 _POLL_S = 0.1  # how often blocked threads look at the stop flag
@@ -56,6 +63,7 @@ _BATCH_WAIT_S = 0.05  # how long the detector waits for a batch to fill before r
 _SPOOL_BYTES = 8 * 1024 * 1024  # non-image members above this go to a temporary file
 _MAX_BYTES_PER_PIXEL = 8  # uncompressed 16-bit RGBA: no image file within the pixel cap is larger
 REPORT_JSON, REPORT_CSV, FEATURES, MASKS = ".report.json", ".report.csv", ".features.parquet", ".masks.zip"
+WATERMARK = ".watermark.png"
 
 
 def sidecar(output: Path, suffix: str) -> Path:
@@ -68,7 +76,7 @@ def check_outputs(output_path: Path, *, save_masks: bool, overwrite: bool) -> No
     (see :func:`clearmark.removal.archive.check_output`)."""
     output_path = Path(output_path)
     check_output(output_path, folder=output_kind(output_path) == "folder", overwrite=overwrite)
-    for suffix in (REPORT_JSON, REPORT_CSV, FEATURES, *((MASKS,) if save_masks else ())):
+    for suffix in (REPORT_JSON, REPORT_CSV, FEATURES, WATERMARK, *((MASKS,) if save_masks else ())):
         check_output(sidecar(output_path, suffix), folder=False, overwrite=overwrite)
 
 
@@ -82,6 +90,7 @@ class RemovalOutputs:
     report_csv: Path
     features: Path
     masks: Path | None
+    watermarks: list[Path] = field(default_factory=list)  # one estimated mark (RGBA PNG) per group that shares one
 
 
 @dataclass
@@ -116,6 +125,7 @@ class _Run:
     limits: Limits
     save_masks: bool
     spool_dir: Path
+    shared: dict[str, SharedMark] = field(default_factory=dict)  # frame group -> its estimated mark
     stop: threading.Event = field(default_factory=threading.Event)
     failure: list[BaseException] = field(default_factory=list)
     running: dict[str, int] = field(default_factory=dict)  # threads per stage that have not finished
@@ -296,7 +306,9 @@ def _finish(run: _Run, finish_q: queue.Queue[Any], write_q: queue.Queue[Any]) ->
             item.upright, jpeg_quality=image.jpeg_quality, mask_coverage=detection.coverage, confidence=detection.confidence
         )
         try:
-            if detection.found:
+            if _clean_shared(run, item, encode_image, merge_cleaned):
+                pass
+            elif detection.found:
                 _clean(run, item, _stored_orientation(detection, image.orientation, matte=run.restorer.uses_matte), encode_image, merge_cleaned)
             else:
                 row.status, item.output = "unchanged_no_watermark", item.data  # byte-identical pass-through
@@ -321,6 +333,34 @@ def _stored_orientation(detection: Detection, orientation: int, *, matte: bool) 
     return dataclasses.replace(detection, mask=stored(detection.mask), alpha=stored(detection.alpha), colour=stored(detection.colour))
 
 
+def _clean_shared(run: _Run, item: _Item, encode: Callable[..., bytes], merge: Callable[..., np.ndarray]) -> bool:
+    """Clean ``item`` with its group's shared mark; False (row says why) where it has none or it does not fit."""
+    from clearmark.removal.imageio import from_upright
+    import numpy as np
+
+    from clearmark.removal.shared_mark import RESIDUAL_LIMIT, frame_group, mark_residual
+
+    image, row, upright = item.image, item.row, item.upright
+    assert image is not None and upright is not None
+    mark = run.shared.get(frame_group(*upright.shape[:2]))
+    if mark is None:
+        return False
+    started = time.perf_counter()
+    placement = mark.place(upright)
+    restored, stats = run.restorer.restore(upright, placement)
+    residual = mark_residual(restored, placement.alpha)
+    row.mark_group, row.shared_residual = mark.group, residual
+    row.align_dx, row.align_dy, row.align_scale = placement.alignment.dx, placement.alignment.dy, placement.alignment.scale
+    if residual > RESIDUAL_LIMIT or residual >= mark_residual(upright, placement.alpha):
+        return False  # the shared mark does not fit this image (or it does not carry it): per-image restoration
+    row.inpaint_ms = _ms(started)
+    row.record_restoration(stats)
+    row.shared_mark = True
+    mask = np.ascontiguousarray(from_upright(placement.mask, image.orientation))
+    _encode_cleaned(run, item, np.ascontiguousarray(from_upright(restored, image.orientation)), mask, encode, merge)
+    return True
+
+
 def _clean(run: _Run, item: _Item, detection: Detection, encode: Callable[..., bytes], merge: Callable[..., np.ndarray]) -> None:
     image, row = item.image, item.row
     assert image is not None
@@ -329,6 +369,13 @@ def _clean(run: _Run, item: _Item, detection: Detection, encode: Callable[..., b
     cleaned, stats = run.restorer.restore(image.rgb8(), detection)
     row.inpaint_ms = _ms(started)
     row.record_restoration(stats)
+    _encode_cleaned(run, item, cleaned, mask, encode, merge)
+
+
+def _encode_cleaned(run: _Run, item: _Item, cleaned: np.ndarray, mask: np.ndarray, encode: Callable[..., bytes], merge: Callable[..., np.ndarray]) -> None:
+    """Merge ``cleaned`` (stored orientation) inside ``mask`` into the image and encode it."""
+    image, row = item.image, item.row
+    assert image is not None
     started = time.perf_counter()
     item.output = encode(image, merge(image, cleaned, mask))
     if run.save_masks:
@@ -351,6 +398,7 @@ def remove_watermarks(
     save_masks: bool = False,
     overwrite: bool = False,
     progress: bool = True,
+    shared_mark: bool = False,
 ) -> RemovalOutputs:
     """Clean every image of ``input_path`` (archive or folder) into ``output_path``.
 
@@ -360,6 +408,8 @@ def remove_watermarks(
     An existing output is refused (``OutputExistsError``) unless ``overwrite``; even then
     a folder keeps the files this run does not write.  Every image goes through
     ``inpainter``'s ``restore`` (a plain inpainter is adapted: :func:`as_restorer`).
+    ``shared_mark`` first estimates the marks that groups of images share (module
+    docstring); it needs a restorer that unblends (``uses_matte``), others ignore it.
     """
     import pandas as pd
 
@@ -394,13 +444,110 @@ def remove_watermarks(
     ):
         rows = [None] * len(reader.members)
         run = _Run(detector, restorer, options, limits, save_masks, Path(spool_dir))
+        if shared_mark and restorer.uses_matte:
+            estimates = _estimate_shared_marks(run, reader)
+            outputs.report.shared_marks = [_describe_estimate(e) for e in estimates]
+            run.shared = {e.group: e.mark for e in estimates if e.mark is not None}
         features = _drive(run, reader, output_path, outputs.masks, rows, progress)
+        outputs.watermarks = _write_watermarks(output_path, list(run.shared.values()), overwrite=overwrite)
     outputs.report.rows = [r for r in rows if r is not None and r.path]
     outputs.report.duration_s = time.perf_counter() - started
     frame = pd.DataFrame(features, columns=FEATURE_COLUMNS)
     atomic_write_bytes(outputs.features, frame.to_parquet(index=False))
     outputs.report.write(outputs.report_json, outputs.report_csv)
     return outputs
+
+
+def _estimate_shared_marks(run: _Run, reader: ArchiveReader) -> list[GroupEstimate]:
+    """First pass: each frame group's sample, its detector masks and its shared mark (or why none).
+
+    Reads only the image headers of the whole archive, then decodes at most
+    ``MAX_SAMPLE`` images of a group, evenly spread over it, one group at a time: memory is
+    flat in the archive's size.  Members that cannot be read or decoded are left out.
+    """
+    from collections import Counter
+
+    import cv2
+    import numpy as np
+
+    from clearmark.removal.imageio import decode_image
+    from clearmark.removal.shared_mark import MAX_SAMPLE, MIN_IMAGES, SAMPLE_BYTES, GroupEstimate, estimate_shared_mark, frame_group
+
+    groups: dict[str, list[tuple[Member, tuple[int, int]]]] = {}
+    for member in reader.members:
+        if member.is_dir or member.error or not is_image_name(member.path):
+            continue
+        shape = _upright_shape(member)
+        if shape is not None:
+            groups.setdefault(frame_group(*shape), []).append((member, shape))
+    estimates = []
+    for group, members in groups.items():
+        reference = Counter(shape for _, shape in members).most_common(1)[0][0]
+        wanted = min(MAX_SAMPLE, SAMPLE_BYTES // (reference[0] * reference[1] * 3))
+        if len(members) < MIN_IMAGES or wanted < MIN_IMAGES:
+            reason = f"{len(members)} images of this frame; a shared mark needs {MIN_IMAGES}" if len(members) < MIN_IMAGES else "frame too large for the sample"
+            estimates.append(GroupEstimate(group, len(members), 0.0, None, reason))
+            continue
+        images, seeds = [], []
+        for position in np.unique(np.linspace(0, len(members) - 1, wanted).round().astype(int)):
+            try:
+                with members[position][0].open() as stream:
+                    upright = decode_image(stream.read(), max_pixels=run.limits.max_image_pixels).upright_rgb8()
+            except Exception:  # a corrupt or hostile member is left out of the sample; the main pass reports it
+                continue
+            if upright.shape[:2] != reference:
+                upright = cv2.resize(upright, reference[::-1], interpolation=cv2.INTER_AREA)
+            images.append(upright)
+            seeds.append(_detect_one(run, upright).mask > 0)
+        estimates.append(estimate_shared_mark(images, seeds, group=group))
+    return estimates
+
+
+def _upright_shape(member: Member) -> tuple[int, int] | None:
+    """``(height, width)`` as the image is shown (EXIF orientation applied), from its header alone."""
+    from PIL import Image
+
+    try:
+        with member.open() as stream, Image.open(stream) as image:
+            width, height = image.size
+            turned = image.getexif().get(0x0112, 1) in (5, 6, 7, 8)
+    except Exception:  # not readable as an image: the main pass reports it
+        return None
+    return (width, height) if turned else (height, width)
+
+
+def _detect_one(run: _Run, upright: np.ndarray) -> Detection:
+    height, width = upright.shape[:2]
+    if needs_tiling(height, width, run.options):
+        probabilities = detect_tiled(run.detector, upright, run.options)
+    else:
+        probabilities = predict(run.detector, resize_for_detector(upright, run.options)[None], run.options)[0]
+    return probabilities_to_detection(probabilities, height, width, run.options)
+
+
+def _describe_estimate(estimate: GroupEstimate) -> dict[str, Any]:
+    """The report's entry for one group."""
+    mark = estimate.mark
+    return {
+        "group": estimate.group, "sample": estimate.images, "score": estimate.score, "shared": mark is not None,
+        "reason": estimate.reason, "frame": list(mark.shape) if mark else None,
+    }  # fmt: skip
+
+
+def _write_watermarks(output: Path, marks: list[SharedMark], *, overwrite: bool) -> list[Path]:
+    """``<output>.watermark.png`` (one group) or ``.watermark-<group>.png`` each: the marks as RGBA."""
+    import cv2
+
+    from clearmark.storage import atomic_write_bytes
+
+    paths = []
+    for mark in marks:
+        path = sidecar(output, WATERMARK if len(marks) == 1 else f".watermark-{mark.group}.png")
+        if len(marks) > 1:
+            check_output(path, folder=False, overwrite=overwrite)
+        atomic_write_bytes(path, cv2.imencode(".png", cv2.cvtColor(mark.rgba(), cv2.COLOR_RGBA2BGRA))[1].tobytes())
+        paths.append(path)
+    return paths
 
 
 def _drive(

@@ -17,8 +17,9 @@ Status = Literal["cleaned", "unchanged_no_watermark", "copied_non_image", "error
 STATUSES: tuple[Status, ...] = ("cleaned", "unchanged_no_watermark", "copied_non_image", "error")
 PROCESSED: tuple[Status, ...] = ("cleaned", "unchanged_no_watermark")  # images that went through detection
 # How an image was restored; "" for members that are not images.
-Restoration = Literal["unblended", "inpainted", "unchanged", "error", ""]
-RESTORATIONS: tuple[Restoration, ...] = ("unblended", "inpainted", "unchanged", "error")
+# "shared": unblended with the mark the archive's images share (clearmark.removal.shared_mark).
+Restoration = Literal["shared", "unblended", "inpainted", "unchanged", "error", ""]
+RESTORATIONS: tuple[Restoration, ...] = ("shared", "unblended", "inpainted", "unchanged", "error")
 
 
 @dataclass
@@ -36,6 +37,14 @@ class MemberRow:
     # Shares of the footprint (mask pixels) recovered by inverting the blend / filled by inpainting.
     unblended_share: float | None = None
     inpainted_share: float | None = None
+    # The shared-mark path: the image's frame group, whether the group's mark cleaned it,
+    # where the mark sat in it (pixels, scale) and the mark's edge energy left afterwards.
+    mark_group: str = ""
+    shared_mark: bool = False
+    align_dx: float | None = None
+    align_dy: float | None = None
+    align_scale: float | None = None
+    shared_residual: float | None = None
     decode_ms: float = 0.0
     detect_ms: float = 0.0
     inpaint_ms: float = 0.0
@@ -49,10 +58,13 @@ class MemberRow:
 
     @property
     def restoration(self) -> Restoration:
-        """``unblended`` when more of the footprint was unblended than inpainted, else ``inpainted``;
-        ``unchanged`` for images left as they were, ``error`` for failures."""
+        """``shared`` when the archive's shared mark cleaned it; else ``unblended`` when more of the
+        footprint was unblended than inpainted, ``inpainted`` otherwise; ``unchanged`` for
+        images left as they were, ``error`` for failures."""
         if self.status == "error":
             return "error"
+        if self.status == "cleaned" and self.shared_mark:
+            return "shared"
         if self.status == "cleaned" and (self.unblended_share or self.inpainted_share):
             return "unblended" if (self.unblended_share or 0) > (self.inpainted_share or 0) else "inpainted"
         return "unchanged" if self.status in PROCESSED else ""
@@ -75,6 +87,8 @@ class RemovalReport:
     started_at: str
     duration_s: float = 0.0
     rows: list[MemberRow] = field(default_factory=list)
+    # One entry per frame group the shared-mark pass looked at: images, score, shared or why not.
+    shared_marks: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def counts(self) -> dict[str, int]:
@@ -118,6 +132,7 @@ class RemovalReport:
             "members": len(self.rows),
             "counts": self.counts,
             "restorations": self.restorations,
+            "shared_marks": self.shared_marks,
         }
 
     def to_json(self) -> bytes:

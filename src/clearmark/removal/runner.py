@@ -76,10 +76,12 @@ def run_removal(
     batch_size: int | None = None,
     overwrite: bool = False,
     progress: bool = False,
+    shared_mark: bool | None = None,
 ) -> RemovalOutputs:
     """Clean ``input_path`` into ``output_path`` with the configured detector and inpainter.
 
     An existing output is refused unless ``overwrite`` (see :func:`remove_watermarks`).
+    ``shared_mark`` (default: ``settings.shared_mark``) estimates the marks groups of images share.
     """
     from clearmark.model.inference import DetectionOptions
     from clearmark.removal.pipeline import check_outputs, remove_watermarks
@@ -96,5 +98,6 @@ def run_removal(
         save_masks=save_masks,
         overwrite=overwrite,
         progress=progress,
+        shared_mark=settings.shared_mark if shared_mark is None else shared_mark,
     )
 

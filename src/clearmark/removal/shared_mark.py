@@ -1,0 +1,566 @@
+"""One archive, one watermark: estimate the mark an archive's images share, then remove it.
+
+A stock library or a photographer puts the *same* mark at the same place on many photos.
+Such a group gives the mark away (Dekel et al., CVPR 2017, "On the Effectiveness of
+Visible Watermarks"): the per-pixel median of the images' gradients keeps the mark's
+edges and cancels the photos'.  :func:`estimate_shared_mark` works on a bounded sample
+of one group (at least :data:`MIN_IMAGES`, at most :data:`MAX_SAMPLE` images of one frame):
+
+1. **support**: per-pixel median of the grey gradients over the sample; its strong,
+   coherent pixels (where the images agree) are the mark's edges, closed and filled into
+   its footprint, together with the pixels most of the detector's masks cover;
+2. **alignment**: each image's gradient magnitude is phase-correlated with the median's
+   (sub-pixel translation, a few scales near 1), and the sample is warped onto it;
+3. **joint matte**: with ``u = 1/(1 - a)`` and ``v = a*W/(1 - a)``, the clean photo is
+   ``I_k = u*J_k - v``, linear in the unknowns.  One shared ``(u, v)`` per footprint
+   pixel is solved over all images at once by iteratively reweighted least squares of
+   the photos' gradients ``I_k(p) - I_k(q)`` (neighbours ``p, q``; an L1-like weight,
+   since photo gradients are sparse), with ``u = 1, v = 0`` outside the footprint and an
+   anchor that keeps each restored pixel's mean and spread over the images at those of
+   the photos around the mark (gradients alone prefer a flat photo under the mark);
+4. **decision**: the *score* is how much of the gradient the images agree on at the
+   mark's edges (:data:`SHARED_SCORE`, provisional).  Each image is then checked on its
+   own (:func:`mark_residual`).
+
+:meth:`SharedMark.place` fits the estimate to one image (its size and alignment) and
+:func:`mark_residual` checks that unblending with it removed the mark's edges; the
+pipeline falls back to the per-image restorer where it did not.
+
+Pure numpy, OpenCV and scipy, imported inside functions (this module is reachable from
+the CLI).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
+
+MIN_IMAGES = 8  # fewer images of one frame leave the median to the photos: no estimate
+MAX_SAMPLE = 64  # images an estimate reads; more add little (the median settles)
+SAMPLE_BYTES = (
+    512 * 1024**2
+)  # cap on one group's decoded sample: large frames get fewer images
+# Provisional, not yet calibrated: photo-train groups sharing a mark scored 0.76-0.93 in
+# first trials, but one group of 24 different marks (192 px) also passed 0.3, so the
+# per-image residual check is what keeps such a group from harm (docs/removal.md).
+SHARED_SCORE = 0.3
+EDGE_LEVEL = (
+    2.0  # grey levels: a median gradient above this (and coherent) is a mark edge
+)
+MIN_EDGE_PIXELS = 40  # fewer edge pixels: nothing is shared
+SEED_SHARE = (
+    0.5  # a pixel inside this share of the detector's masks seeds the footprint
+)
+MARGIN_PX = (
+    3  # the footprint reaches this far beyond the mark's edges (soft edges, alignment)
+)
+IRLS_ROUNDS = 4
+ROBUST_DELTA = (
+    2.0 / 255
+)  # residuals below this count fully: JPEG noise, smooth photo gradients
+RING_PX = 12  # the photos' statistics around the footprint, this wide, anchor the solve
+ANCHOR = 1.0  # weight (per image) of the across-image mean and spread of the clean photos (photo-train groups: 0.3-3 alike, 0.01 flattens)
+SMOOTHNESS = 1e-3  # weight of a smooth-matte prior (per image): keeps flat, saturated pixels solvable
+MIN_ALPHA = 1.0 / 255  # estimated alpha below this is noise: the pixel is left alone
+SCALES = (
+    0.98,
+    0.99,
+    1.0,
+    1.01,
+    1.02,
+)  # scales tried when aligning an image to the estimate
+SEARCH_PX = 6  # how far (pixels) an image's mark may sit from the estimate's place
+ALIGN_MIN_PX = 0.1  # shifts below this are noise of the phase correlation: not applied
+# An image whose unblended result keeps more edge energy along the mark than this share
+# of the texture around it (or more than it had before) falls back to per-image restoration.
+RESIDUAL_LIMIT = 1.6
+
+
+@dataclass(frozen=True)
+class Alignment:
+    """Where a group's mark sits in one image: shift (pixels of the image) and scale."""
+
+    dx: float = 0.0
+    dy: float = 0.0
+    scale: float = 1.0
+
+
+@dataclass(frozen=True)
+class Placement:
+    """A group's mark fitted to one image: a detection the restorer reads (``MatteDetection``)."""
+
+    mask: np.ndarray  # H x W uint8 0/255: where the mark's alpha is above zero
+    alpha: np.ndarray  # H x W float32
+    colour: np.ndarray  # H x W x 3 float32
+    alignment: Alignment
+
+
+@dataclass(frozen=True)
+class SharedMark:
+    """A group's estimated mark in its reference frame (``shape`` = H, W)."""
+
+    group: str
+    alpha: np.ndarray  # H x W float32 0..1
+    colour: np.ndarray  # H x W x 3 float32 0..1 (W; 0 where alpha is 0)
+    box: tuple[
+        int, int, int, int
+    ]  # (top, bottom, left, right) of the footprint, end-exclusive
+    template: (
+        np.ndarray
+    )  # median gradient magnitude over the box: what images are aligned to
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.alpha.shape[:2]
+
+    def rgba(self) -> np.ndarray:
+        """The mark as an H x W x 4 uint8 image: ``W`` with ``alpha`` (what the user sees removed)."""
+        import numpy as np
+
+        rgba = np.concatenate([self.colour, self.alpha[..., None]], axis=2)
+        return np.clip(np.rint(rgba * 255), 0, 255).astype(np.uint8)
+
+    def place(self, rgb: np.ndarray) -> Placement:
+        """The mark in ``rgb`` (any size of the group's aspect), aligned to it."""
+        import cv2
+        import numpy as np
+
+        height, width = rgb.shape[:2]
+        alpha, premultiplied = self.alpha, self.colour * self.alpha[..., None]
+        if (height, width) != self.shape:  # the same mark scaled with the frame
+            alpha = cv2.resize(alpha, (width, height), interpolation=cv2.INTER_AREA)
+            premultiplied = cv2.resize(
+                premultiplied, (width, height), interpolation=cv2.INTER_AREA
+            )
+        factor = height / self.shape[0]
+        top, bottom, left, right = (round(side * factor) for side in self.box)
+        template = (
+            cv2.resize(self.template, (right - left, bottom - top))
+            if factor != 1
+            else self.template
+        )
+        alignment = _align(
+            _gradient_magnitude(_grey(rgb)), template, (top, bottom, left, right)
+        )
+        if alignment != Alignment():
+            matrix = _transform(alignment, ((left + right) / 2, (top + bottom) / 2))
+            alpha = cv2.warpAffine(
+                alpha, matrix, (width, height), flags=cv2.INTER_LINEAR
+            )
+            premultiplied = cv2.warpAffine(
+                premultiplied, matrix, (width, height), flags=cv2.INTER_LINEAR
+            )
+        alpha = np.where(alpha >= MIN_ALPHA, alpha, 0).astype(np.float32)
+        colour = np.where(
+            alpha[..., None] > 0, premultiplied / np.maximum(alpha, 1e-6)[..., None], 0
+        ).astype(np.float32)
+        return Placement((alpha > 0).astype(np.uint8) * 255, alpha, colour, alignment)
+
+
+@dataclass(frozen=True)
+class GroupEstimate:
+    """The outcome of estimating one group: its mark, or why it has none."""
+
+    group: str
+    images: int
+    score: float
+    mark: SharedMark | None
+    reason: str = ""  # why no mark is shared ("" when one is)
+
+
+def frame_group(height: int, width: int) -> str:
+    """The group of a frame: images of one aspect ratio (to 1 %) can carry one mark scaled with the frame."""
+    return f"aspect-{width / height:.2f}"
+
+
+def estimate_shared_mark(
+    images: Sequence[np.ndarray], seeds: Sequence[np.ndarray | None], *, group: str
+) -> GroupEstimate:
+    """Estimate the mark ``images`` share (module docstring); ``seeds`` are the detector's masks (bool) or None.
+
+    ``images`` are H x W x 3 uint8 of one reference frame (the caller resizes).
+    """
+    import numpy as np
+    from scipy import ndimage
+
+    if len(images) < MIN_IMAGES:
+        return GroupEstimate(
+            group,
+            len(images),
+            0.0,
+            None,
+            f"{len(images)} images of this frame; a shared mark needs {MIN_IMAGES}",
+        )
+    stack = np.stack([np.asarray(image, np.uint8) for image in images])
+    height, width = stack.shape[1:3]
+    coherent, spread = _median_gradients(np.stack([_grey(image) for image in stack]))
+    edges = (coherent > EDGE_LEVEL) & (coherent > 0.5 * spread)
+    score = _score(coherent, spread, edges)
+    if int(edges.sum()) < MIN_EDGE_PIXELS or score < SHARED_SCORE:
+        return GroupEstimate(
+            group,
+            len(images),
+            score,
+            None,
+            f"the images share no mark (score {score:.2f} < {SHARED_SCORE})",
+        )
+    seeded = [seed for seed in seeds if seed is not None]
+    region = edges | (np.mean(seeded, axis=0) >= SEED_SHARE if seeded else False)
+    region = ndimage.binary_fill_holes(
+        ndimage.binary_closing(region, np.ones((7, 7)), border_value=0)
+    )
+    footprint = ndimage.binary_dilation(region, np.ones((2 * MARGIN_PX + 1,) * 2))
+    rows, cols = (
+        np.flatnonzero(footprint.any(axis=1)),
+        np.flatnonzero(footprint.any(axis=0)),
+    )
+    top, bottom = max(0, rows[0] - RING_PX), min(height, rows[-1] + 1 + RING_PX)
+    left, right = max(0, cols[0] - RING_PX), min(width, cols[-1] + 1 + RING_PX)
+    box = (int(top), int(bottom), int(left), int(right))
+    template = coherent[top:bottom, left:right].astype(np.float32)
+    crops = _aligned_crops(stack, template, box)
+    u, v = _solve_matte(crops, footprint[top:bottom, left:right])
+    alpha = np.zeros((height, width), np.float32)
+    colour = np.zeros((height, width, 3), np.float32)
+    a = np.clip(1 - 1 / np.maximum(u, 1e-3), 0, 0.995)
+    a = np.where(footprint[top:bottom, left:right] & (a >= MIN_ALPHA), a, 0)
+    premultiplied = v / np.maximum(u, 1e-3)[..., None]
+    alpha[top:bottom, left:right] = a
+    colour[top:bottom, left:right] = np.where(
+        a[..., None] > 0, premultiplied / np.maximum(a, 1e-6)[..., None], 0
+    )
+    mark = SharedMark(
+        group=group,
+        alpha=alpha,
+        colour=colour.astype(np.float32),
+        box=box,
+        template=template,
+    )
+    return GroupEstimate(group, len(images), score, mark)
+
+
+def mark_residual(rgb: np.ndarray, alpha: np.ndarray) -> float:
+    """Gradient energy across the mark's edges in ``rgb``, relative to the texture around the mark.
+
+    About 1 or below when the mark is gone; well above 1 where it, or its inverse
+    (an estimate that does not fit), is still there.
+    """
+    import cv2
+    import numpy as np
+
+    grey = _grey(rgb)
+    gy, gx = np.gradient(grey)
+    ay, ax = np.gradient(alpha)
+    edge_strength = np.hypot(ax, ay)
+    edges = edge_strength > 0.02
+    footprint = alpha > 0
+    ring = (
+        cv2.dilate(footprint.astype(np.uint8), np.ones((17, 17), np.uint8)).astype(bool)
+        & ~footprint
+    )
+    if edges.sum() < MIN_EDGE_PIXELS or ring.sum() < MIN_EDGE_PIXELS:
+        return 0.0
+    across = (
+        np.abs(gx * ax + gy * ay)[edges] / edge_strength[edges]
+    )  # the gradient along the mark's edge normal
+    texture = (
+        float(np.hypot(gx, gy)[ring].mean()) + 1.0
+    )  # + 1 level: flat surroundings do not make noise count
+    return round(float(across.mean()) / texture, 4)
+
+
+# --- steps ----------------------------------------------------------------------------------
+def _grey(rgb: np.ndarray) -> np.ndarray:
+    import cv2
+    import numpy as np
+
+    return cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2GRAY).astype(
+        np.float32
+    )
+
+
+def _gradient_magnitude(grey: np.ndarray) -> np.ndarray:
+    import numpy as np
+
+    gy, gx = np.gradient(grey)
+    return np.hypot(gx, gy).astype(np.float32)
+
+
+def _median_gradients(grey: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(|median gradient|, median |gradient|)`` over the K x H x W ``grey`` stack."""
+    import numpy as np
+
+    gy, gx = np.gradient(grey, axis=(1, 2))
+    coherent = np.hypot(np.median(gx, axis=0), np.median(gy, axis=0))
+    spread = np.median(np.hypot(gx, gy), axis=0)
+    return coherent.astype(np.float32), spread.astype(np.float32)
+
+
+def _score(coherent: np.ndarray, spread: np.ndarray, edges: np.ndarray) -> float:
+    """How far the images agree on their strongest median gradients: 1 = all the same edge, ~0 = none."""
+    import numpy as np
+
+    strongest = np.sort(coherent.ravel())[-max(MIN_EDGE_PIXELS, int(edges.sum())) :]
+    level = strongest[0]
+    chosen = coherent >= level
+    return round(
+        float(coherent[chosen].sum() / max(float(spread[chosen].sum()), 1e-6)), 4
+    )
+
+
+def _transform(alignment: Alignment, centre: tuple[float, float]) -> np.ndarray:
+    """2 x 3 matrix: scale about ``centre``, then shift (reference frame -> image)."""
+    import numpy as np
+
+    cx, cy, s = centre[0], centre[1], alignment.scale
+    return np.array(
+        [[s, 0, cx - s * cx + alignment.dx], [0, s, cy - s * cy + alignment.dy]],
+        np.float64,
+    )
+
+
+def _align(
+    magnitude: np.ndarray, template: np.ndarray, box: tuple[int, int, int, int]
+) -> Alignment:
+    """The shift (sub-pixel) and scale that best match ``template`` (the reference's box) in ``magnitude``.
+
+    Normalised cross-correlation of gradient magnitudes within :data:`SEARCH_PX`; the
+    photo's own texture adds the same to every shift, the mark's edges only at the right one.
+    """
+    import cv2
+
+    top, bottom, left, right = box
+    height, width = magnitude.shape
+    if bottom - top < 8 or right - left < 8 or template.max() <= 0:
+        return Alignment()
+    centre = ((left + right) / 2, (top + bottom) / 2)
+    found: dict[float, tuple[float, float, float]] = {}
+    for scale in SCALES:
+        if scale == 1.0:
+            scaled, origin = template, (left, top)
+        else:
+            size = (
+                max(1, round((right - left) * scale)),
+                max(1, round((bottom - top) * scale)),
+            )
+            scaled = cv2.resize(template, size, interpolation=cv2.INTER_LINEAR)
+            origin = (round(centre[0] - size[0] / 2), round(centre[1] - size[1] / 2))
+        x0, y0 = origin[0] - SEARCH_PX, origin[1] - SEARCH_PX
+        x1, y1 = (
+            origin[0] + scaled.shape[1] + SEARCH_PX,
+            origin[1] + scaled.shape[0] + SEARCH_PX,
+        )
+        if x0 < 0 or y0 < 0 or x1 > width or y1 > height:
+            continue  # the mark sits at the frame's edge: no room to search at this scale
+        scores = cv2.matchTemplate(magnitude[y0:y1, x0:x1], scaled, cv2.TM_CCORR_NORMED)
+        _, peak, _, (px, py) = cv2.minMaxLoc(scores)
+        found[scale] = (
+            px - SEARCH_PX + _subpixel(scores, px, py, axis=1),
+            py - SEARCH_PX + _subpixel(scores, px, py, axis=0),
+            peak,
+        )
+    if 1.0 not in found:
+        return Alignment()
+    scale = max(found, key=lambda s: found[s][2])
+    if found[scale][2] < found[1.0][2] + 0.01:  # another scale must clearly beat none
+        scale = 1.0
+    dx, dy, _ = found[scale]
+    if abs(dx) < ALIGN_MIN_PX and abs(dy) < ALIGN_MIN_PX and scale == 1.0:
+        return Alignment()
+    return Alignment(round(dx, 3), round(dy, 3), scale)
+
+
+def _subpixel(scores: np.ndarray, px: int, py: int, *, axis: int) -> float:
+    """Offset of the parabola's vertex through the peak and its two neighbours along ``axis``."""
+    import numpy as np
+
+    at = (py, px)
+    if not 0 < at[axis] < scores.shape[axis] - 1:
+        return 0.0
+    before = scores[(py - 1, px) if axis == 0 else (py, px - 1)]
+    after = scores[(py + 1, px) if axis == 0 else (py, px + 1)]
+    curvature = before - 2 * scores[at] + after
+    return (
+        float(np.clip(0.5 * (before - after) / curvature, -0.5, 0.5))
+        if curvature < 0
+        else 0.0
+    )
+
+
+def _crop_matrix(
+    alignment: Alignment, centre: tuple[float, float], left: int, top: int
+) -> np.ndarray:
+    """Box pixel (x, y) -> image pixel: the reference box under ``alignment`` (for WARP_INVERSE_MAP)."""
+    import numpy as np
+
+    matrix = _transform(alignment, centre)
+    matrix[:, 2] += matrix[:, :2] @ np.array([left, top], np.float64)
+    return matrix
+
+
+def _aligned_crops(
+    stack: np.ndarray, template: np.ndarray, box: tuple[int, int, int, int]
+) -> np.ndarray:
+    """The sample's box crops (K x h x w x 3 float32, 0..1), each warped onto the reference."""
+    import cv2
+    import numpy as np
+
+    top, bottom, left, right = box
+    centre = ((left + right) / 2, (top + bottom) / 2)
+    crops = np.empty((len(stack), bottom - top, right - left, 3), np.float32)
+    for k, image in enumerate(stack):
+        alignment = _align(_gradient_magnitude(_grey(image)), template, box)
+        if alignment == Alignment():
+            crops[k] = image[top:bottom, left:right]
+            continue
+        matrix = _crop_matrix(alignment, centre, left, top)
+        crops[k] = cv2.warpAffine(
+            image,
+            matrix,
+            (right - left, bottom - top),
+            flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+            borderMode=cv2.BORDER_REFLECT,
+        )
+    return crops / 255.0
+
+
+def _solve_matte(crops: np.ndarray, free: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Shared ``u`` (h x w) and ``v`` (h x w x 3) minimising the photos' robust gradient energy.
+
+    Unknowns are the ``free`` pixels' ``u`` and ``v`` (four per pixel); every other pixel
+    has ``u = 1, v = 0`` (no mark).  Residual of image ``k``, channel ``c``, neighbours
+    ``p, q``: ``u_p J_kp - v_p - u_q J_kq + v_q`` (the clean photo's gradient).
+    """
+    import numpy as np
+    from scipy import sparse
+    from scipy.sparse.linalg import spsolve
+
+    count, height, width = crops.shape[:3]
+    n = height * width
+    index = np.arange(n).reshape(height, width)
+    pairs = [(index[:, :-1], index[:, 1:]), (index[:-1], index[1:])]
+    flat_free = free.ravel()
+    p = np.concatenate([a.ravel() for a, _ in pairs])
+    q = np.concatenate([b.ravel() for _, b in pairs])
+    keep = flat_free[p] | flat_free[q]
+    p, q = p[keep], q[keep]
+    values = crops.reshape(count, n, 3)
+    jp, jq = values[:, p], values[:, q]  # K x E x 3
+    u = np.ones(n)
+    v = np.zeros((n, 3))
+    unknowns = np.concatenate(
+        [np.flatnonzero(flat_free) + offset * n for offset in range(4)]
+    )
+    fixed = np.ones(4 * n, bool)
+    fixed[unknowns] = False
+    weights = np.ones(jp.shape, np.float32)
+    anchor_rows, anchor_cols, anchor_data, anchor_rhs = _anchor(crops, free)
+    for _ in range(IRLS_ROUNDS):
+        rows, cols, data = [anchor_rows], [anchor_cols], [anchor_data]
+        for c in range(3):
+            w = weights[:, :, c].astype(np.float64)
+            a, b = jp[:, :, c].astype(np.float64), jq[:, :, c].astype(np.float64)
+            sw, sp, sq = w.sum(0), (w * a).sum(0), (w * b).sum(0)
+            spp, sqq, spq = (w * a * a).sum(0), (w * b * b).sum(0), (w * a * b).sum(0)
+            sw = sw + SMOOTHNESS * count  # the smooth-matte prior on v: (v_p - v_q)^2
+            up, vp, uq, vq = p, (1 + c) * n + p, q, (1 + c) * n + q
+            smooth_u = SMOOTHNESS * count / 3
+            blocks = [
+                (up, up, spp + smooth_u), (up, vp, -sp), (up, uq, -spq - smooth_u), (up, vq, sp),
+                (vp, vp, sw), (vp, uq, sq), (vp, vq, -sw),
+                (uq, uq, sqq + smooth_u), (uq, vq, -sq), (vq, vq, sw),
+            ]  # fmt: skip
+            for i, j, value in blocks:
+                rows.append(i)
+                cols.append(j)
+                data.append(value)
+                if i is not j:
+                    rows.append(j)
+                    cols.append(i)
+                    data.append(value)
+        matrix = sparse.csr_matrix(
+            (np.concatenate(data), (np.concatenate(rows), np.concatenate(cols))),
+            shape=(4 * n, 4 * n),
+        )
+        known = np.concatenate([np.ones(n), np.zeros(3 * n)])
+        rhs = anchor_rhs[unknowns] - matrix[unknowns][:, fixed] @ known[fixed]
+        solution = spsolve(matrix[unknowns][:, unknowns].tocsc(), rhs)
+        full = known.copy()
+        full[unknowns] = solution
+        u, v = full[:n], full[n:].reshape(3, n).T
+        residual = (
+            u[p][None, :, None] * jp
+            - v[p][None]
+            - u[q][None, :, None] * jq
+            + v[q][None]
+        )
+        weights = (
+            1.0 / np.maximum(np.abs(residual), ROBUST_DELTA) * ROBUST_DELTA
+        ).astype(np.float32)
+    return u.reshape(height, width), v.reshape(height, width, 3)
+
+
+def _anchor(
+    crops: np.ndarray, free: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Normal-equation terms that keep each restored pixel's spread and mean over the images
+    at those of the photos around the footprint: ``u*std_k(J) = std_ref`` and
+    ``u*mean_k(J) - v = mean_ref`` per channel, weighted by :data:`ANCHOR`.
+
+    Gradients alone are happiest with a flat photo under a large mark (``u`` near 0);
+    over many photos, a pixel under the mark varies as much as its neighbours do.
+    Returns ``(rows, cols, values, rhs)`` over the ``4 * h * w`` unknowns.
+    """
+    import cv2
+    import numpy as np
+
+    count, height, width = crops.shape[:3]
+    n = height * width
+    mean, spread = crops.mean(axis=0), crops.std(axis=0)
+    outside = (~free).astype(np.float32)
+    reference_mean, reference_spread = np.empty_like(mean), np.empty_like(spread)
+    for reference, observed in ((reference_mean, mean), (reference_spread, spread)):
+        filled = np.zeros((height, width), bool)
+        for sigma in (
+            4,
+            8,
+            16,
+            32,
+            64,
+            128,
+        ):  # reach deeper into the footprint until every pixel has a value
+            weight = cv2.GaussianBlur(outside, (0, 0), sigma)
+            smooth = (
+                cv2.GaussianBlur(observed * outside[..., None], (0, 0), sigma)
+                / np.maximum(weight, 1e-6)[..., None]
+            )
+            take = ~filled & (weight > 1e-3)
+            reference[take] = smooth[take]
+            filled |= take
+        reference[~filled] = (
+            observed[outside > 0].mean(axis=0) if outside.any() else observed[~filled]
+        )
+    weight = ANCHOR * count
+    pixel = np.arange(n)
+    rows, cols, data = [], [], []
+    rhs = np.zeros(4 * n)
+    for c in range(3):
+        m, s_ = (
+            mean[..., c].ravel().astype(np.float64),
+            spread[..., c].ravel().astype(np.float64),
+        )
+        m_ref, s_ref = (
+            reference_mean[..., c].ravel().astype(np.float64),
+            reference_spread[..., c].ravel().astype(np.float64),
+        )
+        v = (1 + c) * n + pixel
+        rows += [pixel, pixel, v, v]
+        cols += [pixel, v, pixel, v]
+        data += [weight * (s_**2 + m**2), -weight * m, -weight * m, np.full(n, weight)]
+        rhs[pixel] += weight * (s_ * s_ref + m * m_ref)
+        rhs[v] -= weight * m_ref
+    return np.concatenate(rows), np.concatenate(cols), np.concatenate(data), rhs

@@ -1,0 +1,135 @@
+"""One archive, one watermark: the shared mark's estimate, the decision, and the pipeline's use of it."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from clearmark.data import marks, photos
+from clearmark.removal.inpaint import get_inpainter
+from clearmark.removal.pipeline import remove_watermarks, sidecar
+from clearmark.removal.restore import RESTORER
+from clearmark.removal.shared_mark import (
+    MIN_IMAGES,
+    RESIDUAL_LIMIT,
+    estimate_shared_mark,
+    frame_group,
+)
+from clearmark.settings import Settings
+from tests.support.hostile_archives import corrupt_jpeg, encode, white_mark_detector
+
+SIZE, COUNT = 192, 24
+
+
+def _semi_transparent_mark(seed: int) -> marks.Matte:
+    """A photo-train logo-and-text mark of opacity 0.3-0.8 (never an exact held-out shape or font)."""
+    rng = np.random.default_rng(seed)
+    for _ in range(200):
+        matte, info = marks.draw_mark(rng, SIZE, marks.PHOTO_TRAIN_STYLES)
+        if (
+            info.family in ("centre_logo", "coloured_logo")
+            and 0.3 <= float(matte.alpha.max()) <= 0.8
+        ):
+            return matte
+    raise AssertionError("no semi-transparent logo mark drawn")
+
+
+@pytest.fixture(scope="module")
+def group() -> tuple[marks.Matte, list[np.ndarray], list[np.ndarray]]:
+    """``(matte, clean photos, watermarked)``: 24 photo-train photos under one mark."""
+    rng = np.random.default_rng(5)
+    files = [path for paths in photos.photo_files("train").values() for path in paths]
+    matte = _semi_transparent_mark(11)
+    cleans = [photos.photo_crop(rng, files, SIZE)[0] for _ in range(COUNT)]
+    return matte, cleans, [matte.blend(clean) for clean in cleans]
+
+
+def _restorer(tmp_path: Path):
+    return get_inpainter(RESTORER, Settings(home=tmp_path))
+
+
+def test_too_few_images_give_no_estimate(group) -> None:
+    _, _, watermarked = group
+    estimate = estimate_shared_mark(
+        watermarked[: MIN_IMAGES - 1], [None] * (MIN_IMAGES - 1), group="g"
+    )
+    assert estimate.mark is None and str(MIN_IMAGES) in estimate.reason
+
+
+def _archive(path: Path, members: dict[str, bytes]) -> Path:
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return path
+
+
+def _run(tmp_path: Path, source: Path, name: str, *, shared_mark: bool):
+    from clearmark.model.inference import DetectionOptions
+
+    return remove_watermarks(
+        source, tmp_path / name, detector=white_mark_detector(), inpainter=_restorer(tmp_path),
+        options=DetectionOptions(threshold=0.5, dilate_px=3, batch_size=4), progress=False, shared_mark=shared_mark,
+    )  # fmt: skip
+
+
+def test_the_pipeline_estimates_the_group_writes_its_mark_and_reports_each_image(
+    group, tmp_path: Path
+) -> None:
+    _, _, watermarked = group
+    members = {
+        f"photos/{i:02d}.png": encode(image, "PNG")
+        for i, image in enumerate(watermarked)
+    }
+    members["photos/broken.jpg"] = (
+        corrupt_jpeg()
+    )  # a hostile member does not stop the estimate
+    members["notes.txt"] = b"not an image"
+    source = _archive(tmp_path / "in.zip", members)
+
+    outputs = _run(tmp_path, source, "out.zip", shared_mark=True)
+
+    assert outputs.watermarks == [sidecar(outputs.output, ".watermark.png")]
+    assert np.asarray(Image.open(outputs.watermarks[0])).shape == (SIZE, SIZE, 4)
+    report = json.loads(outputs.report_json.read_text())
+    (entry,) = report["shared_marks"]
+    assert (entry["group"], entry["sample"], entry["shared"], entry["frame"]) == (
+        frame_group(SIZE, SIZE),
+        COUNT,
+        True,
+        [SIZE, SIZE],
+    )
+    rows = {row["path"]: row for row in report["rows"]}
+    assert rows["photos/broken.jpg"]["status"] == "error"
+    marked_rows = [rows[f"photos/{i:02d}.png"] for i in range(COUNT)]
+    assert all(
+        row["mark_group"] == entry["group"] and row["align_scale"] is not None
+        for row in marked_rows
+    )
+    for row in (
+        marked_rows
+    ):  # the shared path only where the mark's edges are gone; the rest per image
+        assert (row["restoration"] == "shared") == row["shared_mark"]
+        if row["shared_mark"]:
+            assert row["shared_residual"] <= RESIDUAL_LIMIT
+    assert report["restorations"]["shared"] == sum(
+        row["shared_mark"] for row in marked_rows
+    )
+
+
+def test_the_feature_off_estimates_nothing(group, tmp_path: Path) -> None:
+    _, _, watermarked = group
+    source = _archive(
+        tmp_path / "in.zip",
+        {f"{i:02d}.png": encode(image, "PNG") for i, image in enumerate(watermarked)},
+    )
+
+    outputs = _run(tmp_path, source, "off.zip", shared_mark=False)
+
+    assert outputs.watermarks == [] and outputs.report.shared_marks == []
+    assert not sidecar(outputs.output, ".watermark.png").exists()
+    assert not any(row.mark_group or row.shared_mark for row in outputs.report.rows)
