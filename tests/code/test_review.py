@@ -15,7 +15,7 @@ from PIL import Image
 from clearmark.data.feedback import Flag, FlagError, current_flags, field_quality
 from clearmark.model.inference import DetectionOptions
 from clearmark.removal.pipeline import remove_watermarks, sidecar
-from clearmark.removal.review import ReviewOptions, build_review, cleaned_by, doubt, review_rows, thumbnail_strip
+from clearmark.removal.review import ReviewOptions, build_review, doubt, review_rows, thumbnail_strip
 from tests.support.hostile_archives import clean_rgb, encode, watermarked_rgb
 
 OPTIONS = DetectionOptions(threshold=0.5, dilate_px=3, batch_size=3)
@@ -54,11 +54,18 @@ def test_doubt_rises_as_confidence_nears_the_threshold_and_with_coverage() -> No
     assert sure < unsure and sure < huge and clear_miss < near_miss < doubt({"status": "error"}, 0.5)
 
 
-def test_cleaned_by_reads_the_shares_and_falls_back_to_the_status() -> None:
-    assert cleaned_by({"status": "cleaned", "unblended_share": 0.9, "inpainted_share": 0.1}) == "unblended"
-    assert cleaned_by({"status": "cleaned", "unblended_share": 0.2, "inpainted_share": 0.8}) == "inpainted"
-    assert cleaned_by({"status": "cleaned"}) == "inpainted"  # reports from before unblending
-    assert cleaned_by({"status": "unchanged_no_watermark"}) == "unchanged"
+def test_rows_and_summary_take_the_restoration_the_report_recorded(tmp_path: Path) -> None:
+    report = {"threshold": 0.5, "rows": [
+        {"path": "a.jpg", "status": "cleaned", "restoration": "shared", "unblended_share": 0.0, "inpainted_share": 1.0},
+        {"path": "b.jpg", "status": "cleaned", "restoration": "unblended"},
+        {"path": "c.jpg", "status": "unchanged_no_watermark", "restoration": "unchanged"},
+        {"path": "d.txt", "status": "copied_non_image", "restoration": ""},
+    ]}  # fmt: skip
+    rows = review_rows(report)
+    assert {r["member"]: r["cleaned_by"] for r in rows} == {"a.jpg": "shared", "b.jpg": "unblended", "c.jpg": "unchanged"}
+    summary = build_review(tmp_path / "in.zip", tmp_path / "out.zip", report, tmp_path / "r", archive="in.zip", options=ReviewOptions(max_images=0))
+    assert summary["cleaned_by"] == {"shared": 1, "unblended": 1, "inpainted": 0, "unchanged": 1, "error": 0}
+    assert summary["share_cleaned"] == round(2 / 3, 4)
 
 
 def test_review_folder_pictures_the_most_doubtful_images_and_lists_all(cleaned, tmp_path: Path) -> None:  # noqa: ANN001

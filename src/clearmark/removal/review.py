@@ -31,6 +31,7 @@ from string import Template
 from typing import TYPE_CHECKING, Any
 
 from clearmark.removal.archive import ArchiveReader, Limits
+from clearmark.removal.report import RESTORATIONS
 from clearmark.storage import list_dated_summaries, validate_report_id
 
 if TYPE_CHECKING:
@@ -44,8 +45,6 @@ REVIEWS_PREFIX = "reviews"
 REVIEW_SUFFIX = ".review"
 SUMMARY_FILE = "summary.json"
 PAGE_TEMPLATE = Path(__file__).resolve().parents[1] / "assets" / "review.html"
-# Which way removal cleaned an image: from the report rows' unblended/inpainted shares, else (older reports) the status.
-CLEANED_BY = ("unblended", "inpainted", "unchanged", "error")
 # Formats every browser shows as they are; others (TIFF) get a JPEG copy for the page.
 _BROWSER_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp"})
 _OVERLAY_RGB = (230, 30, 60)
@@ -73,16 +72,6 @@ def review_page_path(review_date: str, archive: str) -> str:
     return f"{REVIEWS_PREFIX}/{review_date}/{quote(archive, safe='')}/"
 
 
-def cleaned_by(row: dict[str, Any]) -> str:
-    """``unblended``, ``inpainted``, ``unchanged`` or ``error`` for one report row."""
-    status = row.get("status")
-    if status == "error":
-        return "error"
-    if status != "cleaned":
-        return "unchanged"
-    return "unblended" if (row.get("unblended_share") or 0.0) > (row.get("inpainted_share") or 0.0) else "inpainted"
-
-
 def doubt(row: dict[str, Any], threshold: float) -> float:
     """How much a reviewer should look at an image, 0 (sure) .. 2 (error).
 
@@ -108,7 +97,7 @@ def review_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
         {
             "member": row["path"],
             "status": row["status"],
-            "cleaned_by": cleaned_by(row),
+            "cleaned_by": row.get("restoration", ""),  # the removal report's word (report.MemberRow.restoration)
             "coverage": row.get("mask_coverage"),
             "confidence": row.get("confidence"),
             "doubt": doubt(row, threshold),
@@ -177,7 +166,7 @@ def _summary(
     report: dict[str, Any], rows: list[dict[str, Any]], archive: str, content_sha256: str | None,
     review_date: str | None, options: ReviewOptions, build_s: float,
 ) -> dict[str, Any]:  # fmt: skip
-    by_path = {name: sum(1 for r in rows if r["cleaned_by"] == name) for name in CLEANED_BY}
+    by_path = {name: sum(1 for r in rows if r["cleaned_by"] == name) for name in RESTORATIONS}
     images = len(rows)
     return {
         "archive": archive,
@@ -187,7 +176,7 @@ def _summary(
         "images": images,
         "pictured": sum(1 for r in rows if "thumb" in r),
         "cleaned_by": by_path,
-        "share_cleaned": round((by_path["unblended"] + by_path["inpainted"]) / images, 4) if images else 0.0,
+        "share_cleaned": round((by_path["shared"] + by_path["unblended"] + by_path["inpainted"]) / images, 4) if images else 0.0,
         "errors": by_path["error"],
         "page_size": options.page_size,
         "removal_s": report.get("duration_s"),
