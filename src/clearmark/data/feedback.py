@@ -16,14 +16,23 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
+import shutil
+import tempfile
 import uuid
 from collections import Counter
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from clearmark.data.sources import SourceKind, SourceSpec, SourceUnavailable, register_source
 
 if TYPE_CHECKING:
+    from clearmark.settings import Settings
     from clearmark.storage import ObjectStore
 
 FLAGS_PREFIX = "reviews/flags/"
@@ -118,3 +127,80 @@ def field_quality(flags: list[Flag]) -> dict[str, dict[str, float]]:
             "field_flag_rate": round(problems / flagged, 4),
         }
     return quality
+
+
+# --- the ETL's ``feedback`` source -------------------------------------------------------------
+
+FEEDBACK_INDEX = "feedback.json"
+UNLABELLED = "unlabelled"
+
+
+class FeedbackOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    flags: list[Literal["watermark_left", "image_damaged", "good"]] = Field(
+        default_factory=lambda: list(PROBLEM_FLAGS), min_length=1, description="Which current flags to export."
+    )
+
+
+def feedback_name(flag: Flag) -> PurePosixPath:
+    """``<archive sha256[:16]>/<member without suffix>``: the image's name in the export and its label file's."""
+    return PurePosixPath(flag.content_sha256[:16]) / PurePosixPath(flag.member).with_suffix("")
+
+
+@register_source("feedback")
+class FeedbackSource(SourceKind):
+    """Flagged originals from the review pages, laid out as ``boxes`` (detection only).
+
+    Each image whose current flag is one of ``options.flags`` (and that the review pictured)
+    is exported once per archive content and member.  Labellers write YOLO files
+    ``<name>.txt`` (names in ``feedback.json``) into the folder ``path``; labelled images
+    go to ``images/`` + ``labels/`` and are curated, the others wait in ``unlabelled/``.
+    """
+
+    location = "path"
+    options = FeedbackOptions
+
+    def check(self, source: SourceSpec) -> None:
+        if source.layout != "boxes":
+            raise ValueError("kind 'feedback' produces layout 'boxes' (flagged images have no clean original)")
+
+    def fetch(self, source: SourceSpec, settings: Settings) -> Path:
+        from clearmark.storage import ObjectStore
+
+        store = ObjectStore(settings)
+        wanted = FeedbackOptions.model_validate(source.options).flags
+        chosen: dict[PurePosixPath, Flag] = {}
+        for flag in current_flags(read_flag_events(store)).values():
+            if flag.flag in wanted and flag.original_key:
+                chosen[feedback_name(flag)] = flag  # the same image flagged under two model versions: exported once
+        labels = Path(source.path) if source.path is not None else None
+        if labels is not None and not labels.is_dir():
+            raise SourceUnavailable(f"Feedback source {source.name!r}: label folder {labels} does not exist; create it or drop 'path'.")
+        target = settings.cache_dir / "feedback" / source.name
+        scratch = Path(tempfile.mkdtemp(dir=_parent(target), prefix=f".{target.name}."))
+        try:
+            index = [self._export(store, name, flag, labels, scratch) for name, flag in sorted(chosen.items())]
+            (scratch / FEEDBACK_INDEX).write_text(json.dumps(index, indent=2), encoding="utf-8")
+            shutil.rmtree(target, ignore_errors=True)  # the flags change: each run exports the current set
+            os.rename(scratch, target)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        return target
+
+    @staticmethod
+    def _export(store: ObjectStore, name: PurePosixPath, flag: Flag, labels: Path | None, out: Path) -> dict[str, object]:
+        suffix = PurePosixPath(flag.original_key).suffix.lower()
+        label = labels / f"{name}.txt" if labels is not None else None
+        labelled = label is not None and label.is_file()
+        image = out / ("images" if labelled else UNLABELLED) / f"{name}{suffix}"
+        store.get_file(store.settings.reports_bucket, flag.original_key, image)
+        if labelled:
+            (out / "labels" / f"{name}.txt").parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(label, out / "labels" / f"{name}.txt")
+        return {"name": str(name), "labelled": labelled, **asdict(flag)}
+
+
+def _parent(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path.parent

@@ -3,7 +3,7 @@
 ``config/sources.yaml`` maps dataset names (``lake/curated/<dataset>/``) to sources
 (``lake/raw/<source>/``).  Each source has a *kind* saying how to fetch it, one of
 :func:`available_sources` (built in: ``local`` and ``synthetic`` here, ``kaggle`` in
-:mod:`clearmark.data.kaggle`; a new kind registers with :func:`register_source`), and a
+:mod:`clearmark.data.kaggle`, ``feedback`` (reviewers' flagged images) in :mod:`clearmark.data.feedback`; a new kind registers with :func:`register_source`), and a
 *layout* saying how its files pair up:
 
 ``pairs``      ``clean/`` + ``watermarked/`` folders (``name_vN.ext`` variants of
