@@ -7,6 +7,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 import pytest
 from PIL import Image
+from pydantic import ValidationError
 
 from clearmark.data.sources import (
     SourceKind,
@@ -55,9 +56,18 @@ def test_the_repository_sources_file_is_valid() -> None:
     assert synthetic.synthetic.count == 600 and synthetic.synthetic.size == 256
     kinds = {source.kind for dataset in config.datasets.values() for source in dataset.sources}
     layouts = {source.layout for dataset in config.datasets.values() for source in dataset.sources}
-    assert kinds == {"kaggle", "local", "synthetic"} and layouts == {"pairs", "clwd", "synthetic", "boxes"}
+    assert kinds == {"kaggle", "local", "synthetic", "feedback"} and layouts == {"pairs", "clwd", "synthetic", "boxes"}
     local = config.dataset("local-pairs").sources[0]
     assert local.path == (REPO_ROOT / "data" / "local-pairs").resolve() and local.mask_threshold == 24
+    feedback = config.dataset("feedback").sources[0]
+    assert (feedback.kind, feedback.layout, feedback.path) == ("feedback", "boxes", (REPO_ROOT / "data" / "feedback-labels").resolve())
+
+
+def test_a_feedback_source_is_boxes_and_takes_only_known_flags() -> None:
+    with pytest.raises(ValidationError, match="layout 'boxes'"):
+        SourceSpec(name="flags", kind="feedback", layout="pairs")
+    with pytest.raises(ValidationError, match="watermark_left"):
+        SourceSpec(name="flags", kind="feedback", layout="boxes", options={"flags": ["blurry"]})
 
 
 @pytest.mark.parametrize(
@@ -85,7 +95,7 @@ def test_invalid_sources_files_name_the_file_and_the_field(tmp_path: Path, body:
 
 def test_an_unknown_kind_lists_the_registered_ones(tmp_path: Path) -> None:
     path = _write_config(tmp_path, "datasets:\n  a:\n    sources:\n      - {name: s, kind: ftp, layout: pairs}\n")
-    with pytest.raises(SourcesError, match="unknown source kind 'ftp'; choose one of kaggle, local, synthetic"):
+    with pytest.raises(SourcesError, match="unknown source kind 'ftp'; choose one of feedback, kaggle, local, synthetic"):
         load_sources(path)
 
 
