@@ -11,9 +11,10 @@ import pytest
 from PIL import Image
 
 from clearmark.data import marks, photos
+from clearmark.model.metrics import psnr
 from clearmark.removal.inpaint import get_inpainter
 from clearmark.removal.pipeline import remove_watermarks, sidecar
-from clearmark.removal.restore import RESTORER
+from clearmark.removal.restore import RESTORER, unblend
 from clearmark.removal.shared_mark import (
     MIN_IMAGES,
     RESIDUAL_LIMIT,
@@ -51,6 +52,44 @@ def group() -> tuple[marks.Matte, list[np.ndarray], list[np.ndarray]]:
 
 def _restorer(tmp_path: Path):
     return get_inpainter(RESTORER, Settings(home=tmp_path))
+
+
+def test_the_estimate_recovers_the_shared_matte_and_unblending_restores_the_photos(group) -> None:
+    matte, cleans, watermarked = group
+    estimate = estimate_shared_mark(watermarked, [None] * COUNT, group="g")
+
+    assert estimate.mark is not None, estimate.reason
+    footprint = matte.alpha > 0
+    error = np.abs(estimate.mark.alpha - matte.alpha)
+    assert error[footprint].mean() < 0.06, error[footprint].mean()
+    assert error[~footprint].mean() < 0.005
+    for clean, marked in zip(cleans, watermarked, strict=True):
+        placement = estimate.mark.place(marked)
+        restored, _ = unblend(marked, placement.alpha, placement.colour, limit=0.85)
+        assert psnr(clean, restored, footprint) > psnr(clean, marked, footprint) + 8
+        assert psnr(clean, restored) > 32
+
+
+def test_images_with_different_marks_share_none(group) -> None:
+    _, cleans, _ = group
+    mixed = [_semi_transparent_mark(100 + i).blend(clean) for i, clean in enumerate(cleans)]
+
+    estimate = estimate_shared_mark(mixed, [None] * COUNT, group="g")
+
+    assert estimate.mark is None
+    assert "share no mark" in estimate.reason
+
+
+def test_a_shifted_image_is_aligned_to_the_estimate(group) -> None:
+    matte, cleans, watermarked = group
+    mark = estimate_shared_mark(watermarked, [None] * COUNT, group="g").mark
+    assert mark is not None
+    shifted = marks.Matte(np.roll(matte.alpha, (2, -3), axis=(0, 1)), np.roll(matte.colour, (2, -3), axis=(0, 1)))
+
+    placement = mark.place(shifted.blend(cleans[0]))
+
+    assert placement.alignment.dx == pytest.approx(-3, abs=0.5)
+    assert placement.alignment.dy == pytest.approx(2, abs=0.5)
 
 
 def test_too_few_images_give_no_estimate(group) -> None:
