@@ -125,7 +125,10 @@ class Settings(BaseSettings):
     removal_detect_workers: int = Field(
         default=0, ge=0, description="Detector threads of the removal pipeline; 0 = one per CPU core on CPU (one torch thread each), 1 on GPU."
     )
-    removal_autocast: bool = Field(default=True, description="Detector in bfloat16 (CPUs with native bf16) / float16 (CUDA).")
+    inference_backend: str = Field(
+        default="auto",
+        description="What runs the served detector (clearmark.model.backends.available_backends()); auto: the best this machine has.",
+    )
 
     @property
     def cache_dir(self) -> Path:

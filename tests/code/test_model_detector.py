@@ -58,19 +58,6 @@ def test_predict_proba_takes_any_size(network: torch.nn.Module, shape: tuple[int
     assert float(probabilities.min()) >= 0.0 and float(probabilities.max()) <= 1.0
 
 
-def test_channels_last_layout_predicts_the_same_and_switches_back() -> None:
-    torch.manual_seed(3)
-    detector = Detector(build_network(TINY), TINY, version="test", device="cpu")
-    batch = np.random.default_rng(2).integers(0, 256, (2, 70, 45, 3), dtype=np.uint8)
-    default = detector.predict_proba(batch)
-    fast = detector.predict_proba(batch, channels_last=True)
-    weight = next(p for p in detector.network.parameters() if p.ndim == 4)
-    assert weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
-    np.testing.assert_allclose(fast, default, atol=1e-5)
-    np.testing.assert_allclose(detector.predict_proba(batch), default, atol=1e-6)
-    assert next(p for p in detector.network.parameters() if p.ndim == 4).is_contiguous()
-
-
 def test_predict_proba_of_a_training_network_runs_in_eval_mode_and_restores_training() -> None:
     torch.manual_seed(6)
     network = build_network(TINY)
@@ -97,12 +84,11 @@ def test_folding_batchnorm_keeps_the_predictions_and_removes_every_batchnorm() -
             module.weight.data.uniform_(0.5, 1.5)
     detector = Detector(network, TINY, version="test", device="cpu")
     batch = np.random.default_rng(5).integers(0, 256, (2, 70, 45, 3), dtype=np.uint8)
-    before = detector.predict_proba(batch, channels_last=True)
+    before = detector.predict_proba(batch)
     batchnorms = sum(isinstance(m, torch.nn.BatchNorm2d) for m in detector.network.modules())
 
     assert detector.fold_batchnorm() == batchnorms > 0
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in detector.network.modules())
-    np.testing.assert_allclose(detector.predict_proba(batch, channels_last=True), before, atol=1e-4)
     np.testing.assert_allclose(detector.predict_proba(batch), before, atol=1e-4)
 
 

@@ -196,7 +196,7 @@ def model_reference(settings: Settings, store: ObjectStore, model_version: str) 
     if store.exists(settings.lake_bucket, key):
         return key
     # Pinned to the version number, so a promotion in between cannot mix two models.
-    detector = load_detector(f"models:/{settings.registered_model}/{model_version}", settings)
+    detector = load_detector(f"models:/{settings.registered_model}/{model_version}", settings, backend=settings.inference_backend)
     return ensure_reference(settings, store, dataset, version, detector)
 
 

@@ -18,11 +18,10 @@ import json
 import os
 import shutil
 import tempfile
-import threading
 from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 if TYPE_CHECKING:
     import numpy as np
@@ -54,6 +53,18 @@ METRICS_FILE = "metrics.json"
 # What a network predicts, and its output channels: footprint logit [, alpha logit, W logits (RGB)].
 OUTPUT_CHANNELS = {"mask": 1, "matte": 5}
 Outputs = Literal["mask", "matte"]
+# The backend name of a detector that runs its network as trained (float32, default layout).
+EAGER = "torch-eager"
+
+
+class NetworkRunner(Protocol):
+    """What runs a served detector's network (an inference backend, :mod:`clearmark.model.backends`)."""
+
+    name: str
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """N x C x H x W logits for a normalised N x 3 x H x W float32 input."""
+        ...
 
 
 class DetectorError(RuntimeError):
@@ -150,17 +161,21 @@ class Detector:
         self.version = version
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.network = network.to(self.device).eval()
-        self._layout = torch.contiguous_format
-        self._layout_lock = threading.Lock()  # removal runs several detector threads on one network
+        # What runs the network when serving (clearmark.model.backends.prepare_backend); None: the network as is.
+        self.backend: NetworkRunner | None = None
 
-    def predict_maps(self, batch: np.ndarray, *, chunk_size: int = 8, channels_last: bool = False) -> np.ndarray:
+    @property
+    def backend_name(self) -> str:
+        """The inference backend that runs the network (:data:`EAGER` when none was prepared)."""
+        return self.backend.name if self.backend is not None else EAGER
+
+    def predict_maps(self, batch: np.ndarray, *, chunk_size: int = 8) -> np.ndarray:
         """N x H x W x 3 uint8 RGB (any H, W) -> N x H x W x C float32 maps, all 0..1.
 
         C is 1 for a mask detector (the watermark probability) and 5 for a matte detector
         (probability, alpha, W as RGB).  Pads to a multiple of 32 internally (edge
         replication, so borders do not look like a frame), ImageNet-normalises and runs
-        without gradients.  ``channels_last`` runs the network in NHWC layout, which oneDNN
-        and cuDNN convolve faster (about 1.3-1.5x on CPU, more under bfloat16 autocast).
+        the network without gradients, through the detector's backend if it has one.
         """
         import numpy as np
         import torch
@@ -169,11 +184,7 @@ class Detector:
             got = f"{type(batch).__name__} {getattr(batch, 'shape', '')} {getattr(batch, 'dtype', '')}"
             raise ValueError(f"The detector expects an N x H x W x 3 uint8 RGB array, got {got}; convert images with PIL .convert('RGB').")
         n, height, width, _ = batch.shape
-        layout = torch.channels_last if channels_last else torch.contiguous_format
-        with self._layout_lock:
-            if self._layout != layout:  # converting the weights costs a copy: only when the layout changes
-                self.network.to(memory_format=layout)
-                self._layout = layout
+        run = self.backend.logits if self.backend is not None else self.network
         out = np.empty((n, height, width, OUTPUT_CHANNELS[self.config.outputs]), dtype=np.float32)
         # Toggling train/eval walks every module holding the GIL (milliseconds per call,
         # which starves the removal pipeline's other threads): only when training.
@@ -183,23 +194,22 @@ class Detector:
         try:
             with torch.inference_mode():
                 for start in range(0, n, chunk_size):
-                    x = self.network_input(batch[start : start + chunk_size]).contiguous(memory_format=layout)
-                    logits = self.network(x)[:, :, :height, :width]
+                    logits = run(self.network_input(batch[start : start + chunk_size]))[:, :, :height, :width]
                     out[start : start + chunk_size] = torch.sigmoid(logits.float()).permute(0, 2, 3, 1).cpu().numpy()
         finally:
             if was_training:
                 self.network.train()
         return out
 
-    def predict_proba(self, batch: np.ndarray, *, chunk_size: int = 8, channels_last: bool = False) -> np.ndarray:
+    def predict_proba(self, batch: np.ndarray, *, chunk_size: int = 8) -> np.ndarray:
         """N x H x W x 3 uint8 RGB (any H, W) -> N x H x W float32 watermark probabilities (either kind of detector)."""
-        return self.predict_maps(batch, chunk_size=chunk_size, channels_last=channels_last)[..., 0]
+        return self.predict_maps(batch, chunk_size=chunk_size)[..., 0]
 
-    def predict_matte(self, batch: np.ndarray, *, chunk_size: int = 8, channels_last: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def predict_matte(self, batch: np.ndarray, *, chunk_size: int = 8) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """A matte detector's (probability N x H x W, alpha N x H x W, colour W N x H x W x 3), float32 0..1."""
         if self.config.outputs != "matte":
             raise DetectorError(f"Detector {self.version} predicts only a mask (outputs={self.config.outputs!r}); train one with --outputs matte.")
-        maps = self.predict_maps(batch, chunk_size=chunk_size, channels_last=channels_last)
+        maps = self.predict_maps(batch, chunk_size=chunk_size)
         return maps[..., 0], maps[..., 1], maps[..., 2:5]
 
     def fold_batchnorm(self) -> int:
@@ -207,23 +217,22 @@ class Detector:
 
         Inference gets the same function with one pass over the activations fewer (about
         15 % faster on CPU for the mobilenet_v2 U-Net); the network can no longer be
-        trained, so only serving code (the removal workers) calls this.
+        trained, so only serving code (:func:`clearmark.model.backends.prepare_backend`) calls this.
         """
         from torch import nn
         from torch.nn.utils.fusion import fuse_conv_bn_eval
 
         self.network.eval()
         folded = 0
-        with self._layout_lock:
-            for module in self.network.modules():
-                if not isinstance(module, nn.Sequential):
-                    continue
-                children = list(module._modules.items())
-                for (conv_name, conv), (bn_name, bn) in zip(children, children[1:], strict=False):
-                    if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
-                        module._modules[conv_name] = fuse_conv_bn_eval(conv, bn).to(memory_format=self._layout)
-                        module._modules[bn_name] = nn.Identity()
-                        folded += 1
+        for module in self.network.modules():
+            if not isinstance(module, nn.Sequential):
+                continue
+            children = list(module._modules.items())
+            for (conv_name, conv), (bn_name, bn) in zip(children, children[1:], strict=False):
+                if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
+                    module._modules[conv_name] = fuse_conv_bn_eval(conv, bn)
+                    module._modules[bn_name] = nn.Identity()
+                    folded += 1
         return folded
 
     def network_input(self, batch: np.ndarray) -> torch.Tensor:

@@ -53,6 +53,7 @@ def evaluate_pairs(detector: Detector, pairs: Iterable[tuple[Any, ...]], *, prog
         "worst_images": [{"id": pair_id, "iou": iou} for pair_id, iou in worst],
         "threshold": detector.config.threshold,
         "model_version": detector.version,
+        "backend": detector.backend_name,
         **({"alpha_mae": alpha_error / alpha_pixels} if alpha_pixels else {}),
     }
 
@@ -75,20 +76,23 @@ def evaluate_model(
     split: str = "test",
     log_to_run: str | None = None,
 ) -> dict[str, Any]:
-    """Load ``model`` (folder or MLflow URI), evaluate it and log the JSON report to an MLflow run.
+    """Load ``model`` (folder or MLflow URI) as removal serves it, evaluate it and log the JSON report to an MLflow run.
 
-    The report goes to ``log_to_run`` if given, else to the run of a ``runs:/`` URI.
+    The report goes to ``log_to_run`` if given, else to the run of a ``runs:/`` URI, and the
+    run is tagged with the inference backend that scored it.
     """
     from pathlib import Path
 
     from clearmark.data.catalog import load_training_data
+    from clearmark.model.backends import MLFLOW_TAG
     from clearmark.model.loading import load_detector
-    from clearmark.model.registry import log_report
+    from clearmark.model.registry import log_report, mlflow_client
 
-    detector = load_detector(model, settings)
+    detector = load_detector(model, settings, backend=settings.inference_backend)
     data = load_training_data(settings, dataset, dataset_version, Path(data_dir) if data_dir else None)
     report = {**evaluate_split(detector, data, split), "model": model}
     run_id = log_to_run or (model.removeprefix("runs:/").split("/")[0] if model.startswith("runs:/") else None)
     if run_id:
         log_report(settings, run_id, report, f"evaluation/{split}.json", metric_prefix=f"{split}_")
+        mlflow_client(settings).set_tag(run_id, MLFLOW_TAG, detector.backend_name)
     return report

@@ -19,7 +19,6 @@ the mark's soft edge.
 
 from __future__ import annotations
 
-import contextlib
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -50,8 +49,6 @@ class DetectionOptions:
     # Detector threads in the removal pipeline; on CPU each runs torch on one thread, because
     # OpenMP threads that spin-wait while decoding and inpainting hold the cores waste them.
     workers: int = 1
-    # Run the network in bfloat16 (CPUs with native bf16) or float16 (CUDA): about 2x faster.
-    autocast: bool = True
     # Masks smaller than this share of the image are speckle, not a watermark.
     min_coverage: float = 1e-4
 
@@ -65,8 +62,7 @@ class DetectionOptions:
             tile_above=settings.removal_tile_above,
             tile_side=min(settings.removal_tile_above, 1024),
             batch_size=batch_size or settings.removal_batch_size or (2 if detector.device.type == "cpu" else 8),
-            workers=settings.removal_detect_workers or default_detect_workers(detector),
-            autocast=settings.removal_autocast,
+            workers=detect_workers(detector, settings),
         )
 
 
@@ -79,9 +75,10 @@ def usable_cores() -> int:
     return os.cpu_count() or 1
 
 
-def default_detect_workers(detector: Detector) -> int:
-    """One detector thread per usable CPU core on CPU; one on a GPU, which batches instead."""
-    return usable_cores() if detector.device.type == "cpu" else 1
+def detect_workers(detector: Detector, settings: Settings) -> int:
+    """Detector threads of the removal pipeline: ``settings.removal_detect_workers``, by default one
+    per usable CPU core on CPU and one on a GPU, which batches instead."""
+    return settings.removal_detect_workers or (usable_cores() if detector.device.type == "cpu" else 1)
 
 
 @dataclass
@@ -101,21 +98,9 @@ class Detection:
 
 
 def predict(detector: Detector, batch: np.ndarray, options: DetectionOptions) -> np.ndarray:
-    """``detector.predict_maps`` (N x H x W x C) in channels-last layout, under reduced-precision autocast where the hardware has it."""
-    with _autocast(detector) if options.autocast else contextlib.nullcontext():
-        return detector.predict_maps(batch, channels_last=True)
-
-
-def _autocast(detector: Detector) -> contextlib.AbstractContextManager[object]:
-    import torch
-
-    if detector.device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.float16)
-    # Emulated bf16 (no AVX512-BF16 / AMX) is slower than float32: only use native support.
-    native = getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)() or getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
-    if detector.device.type == "cpu" and native:
-        return torch.autocast("cpu", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+    """``detector.predict_maps`` (N x H x W x C) in chunks of ``options.batch_size``, through the
+    inference backend chosen when the detector was loaded (:mod:`clearmark.model.backends`)."""
+    return detector.predict_maps(batch, chunk_size=options.batch_size)
 
 
 def working_shape(height: int, width: int, side: int | None) -> tuple[int, int]:

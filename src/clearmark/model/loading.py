@@ -68,13 +68,24 @@ def resolve_model_version(uri: str, settings: Settings) -> tuple[str, str]:
     return name, version
 
 
-def load_detector(source: str | Path, settings: Settings, *, device: str | None = None) -> Detector:
+def load_detector(source: str | Path, settings: Settings, *, device: str | None = None, backend: str | None = None) -> Detector:
     """Load a detector from a folder, a ``models:/`` URI (registry or MLflow 3 ``m-`` id) or a ``runs:/`` URI.
 
     Registry downloads are cached under ``settings.cache_dir/models/<name>/<version>``
     (runs under ``.../models/runs/<run_id>/<path>``, logged models under ``.../models/logged/<id>``).
+    ``backend`` (a name of :func:`clearmark.model.backends.available_backends` or ``auto``;
+    serving code passes ``settings.inference_backend``) prepares it for serving on the
+    backend's device; ``None`` keeps the network as trained, on ``device``.
     """
-    text = str(source)
+    from clearmark.model.backends import prepare_backend
+
+    detector = _load(str(source), settings, device if backend is None else "cpu")  # the backend moves it
+    if backend is not None:
+        prepare_backend(detector, backend, settings)
+    return detector
+
+
+def _load(text: str, settings: Settings, device: str | None) -> Detector:
     if not text.startswith(("models:/", "runs:/")):
         return load_detector_folder(text, device=device)
     models = settings.cache_dir / "models"

@@ -95,7 +95,7 @@ def _evaluate_version(settings: Settings, version: str, data: LocalDataset, spli
     from clearmark.model.evaluate import evaluate_split
     from clearmark.model.loading import load_detector
 
-    detector = load_detector(f"models:/{settings.registered_model}/{version}", settings)
+    detector = load_detector(f"models:/{settings.registered_model}/{version}", settings, backend=settings.inference_backend)  # as removal serves it
     return {**evaluate_split(detector, data, split), "removal": removal_scorer(settings, detector, data, split), "version": version}
 
 
@@ -104,13 +104,14 @@ def gate_candidate(settings: Settings, run_id: str, *, removal_scorer: RemovalSc
 
     ``removal_scorer`` measures each model's removal quality on the split (detection plus
     the shipped restorer).  The decision (JSON) is logged to the run as
-    ``gate/decision.json`` and returned: ``{"passed", "reasons", "removal_check",
+    ``gate/decision.json`` (the run tagged ``gate`` and ``inference_backend``) and returned: ``{"passed", "reasons", "removal_check",
     "candidate": {metrics..., "removal", "version"}, "champion": {...} | None, ...}``.
     """
     from clearmark.data.catalog import load_training_data
     from clearmark.model.gate import decide, load_gate_config, removal_check
     from mlflow.exceptions import MlflowException
 
+    from clearmark.model.backends import MLFLOW_TAG
     from clearmark.model.registry import check_mlflow, log_report, mlflow_client
 
     check_mlflow(settings)
@@ -152,6 +153,7 @@ def gate_candidate(settings: Settings, run_id: str, *, removal_scorer: RemovalSc
     log_report(settings, run_id, candidate, f"evaluation/{gate.split}.json", metric_prefix=f"{gate.split}_")
     client.log_dict(run_id, json.loads(json.dumps(decision, default=str)), "gate/decision.json")
     client.set_tag(run_id, "gate", "passed" if passed else "rejected")
+    client.set_tag(run_id, MLFLOW_TAG, candidate["backend"])
     return json.loads(json.dumps(decision, default=str))
 
 

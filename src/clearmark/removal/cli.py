@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from clearmark.errors import EXIT_FAILED, EXIT_OK, EXIT_PARTIAL, user_error
+from clearmark.model.backends import AUTO, available_backends
 from clearmark.removal.archive import ARCHIVE_SUFFIXES
 from clearmark.removal.inpaint import available_inpainters
 from clearmark.settings import Settings
@@ -43,6 +44,15 @@ def remove(
         typer.Option(
             help=f"Restorer or inpainter, one of: {', '.join(available_inpainters())} (or set CLEARMARK_INPAINTER).",
             show_default=Settings.model_fields["inpainter"].default,
+        ),
+    ] = None,
+    backend: Annotated[
+        str | None,
+        typer.Option(
+            metavar="NAME",
+            help=f"Inference backend that runs the detector, one of: {AUTO} (the best this machine has), "
+            f"{', '.join(available_backends())} (or set CLEARMARK_INFERENCE_BACKEND).",
+            show_default=Settings.model_fields["inference_backend"].default,
         ),
     ] = None,
     save_masks: Annotated[bool, typer.Option("--save-masks", help="Also write <OUTPUT>.masks.zip.", show_default="off")] = False,
@@ -84,6 +94,7 @@ def remove(
     ] = None,
 ) -> None:
     """Detect watermarks in every image of INPUT and restore what is under them; write OUTPUT plus its report files."""
+    from clearmark.model.backends import BackendError
     from clearmark.model.detector import DetectorError
     from clearmark.removal.archive import ArchiveError, check_output, requested_output_kind
     from clearmark.removal.inpaint import DiffusersModelNotFoundError, UnknownInpainterError
@@ -99,20 +110,20 @@ def remove(
     settings = get_settings()
     try:
         outputs = run_removal(
-            settings, input_path, output_path, model=model, inpainter=inpainter, save_masks=save_masks,
+            settings, input_path, output_path, model=model, inpainter=inpainter, backend=backend, save_masks=save_masks,
             threshold=threshold, batch_size=batch_size, overwrite=overwrite, progress=True, shared_mark=shared_mark or None,
         )  # fmt: skip
     except ArchiveError as exc:
         typer.secho(f"Cannot process {input_path}: {exc}", fg=typer.colors.RED, err=True)
         raise typer.Exit(EXIT_FAILED) from exc
-    except (DetectorError, StorageError, UnknownInpainterError, DiffusersModelNotFoundError) as exc:
-        # No champion yet, registry down, or an inpainter without its model: say what to fix.
+    except (DetectorError, StorageError, UnknownInpainterError, DiffusersModelNotFoundError, BackendError) as exc:
+        # No champion yet, registry down, an inpainter without its model or a backend this machine lacks: say what to fix.
         typer.secho(f"Cannot start the removal: {user_error(exc, settings) or exc}", fg=typer.colors.RED, err=True)
         raise typer.Exit(EXIT_FAILED) from exc
     summary = outputs.report.summary()
     typer.echo(
         f"{summary['status']}: {summary['counts']} in {summary['duration_s']} s ({summary['images_per_s']} images/s), "
-        f"model {summary['model_version']}, {summary['inpainter']}: {summary['restorations']}"
+        f"model {summary['model_version']} on {summary['backend']}, {summary['inpainter']}: {summary['restorations']}"
     )
     typer.echo(f"output: {outputs.output}\nreport: {outputs.report_json}\n        {outputs.report_csv}")
     if outputs.masks:

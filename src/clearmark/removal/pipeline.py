@@ -429,7 +429,7 @@ def remove_watermarks(
         output=output_path,
         report=RemovalReport(
             input=str(input_path), output=str(output_path), kind=output_kind(output_path), model_version=detector.version,
-            inpainter=restorer.name, threshold=options.threshold, started_at=started_at.isoformat(),
+            backend=detector.backend_name, inpainter=restorer.name, threshold=options.threshold, started_at=started_at.isoformat(),
         ),  # fmt: skip
         report_json=sidecar(output_path, REPORT_JSON),
         report_csv=sidecar(output_path, REPORT_CSV),

@@ -85,6 +85,7 @@ class RemovalReport:
     inpainter: str
     threshold: float
     started_at: str
+    backend: str = ""  # the inference backend that ran the detector (clearmark.model.backends)
     duration_s: float = 0.0
     rows: list[MemberRow] = field(default_factory=list)
     # One entry per frame group the shared-mark pass looked at: images, score, shared or why not.
@@ -124,6 +125,7 @@ class RemovalReport:
             "output": self.output,
             "kind": self.kind,
             "model_version": self.model_version,
+            "backend": self.backend,
             "inpainter": self.inpainter,
             "threshold": self.threshold,
             "started_at": self.started_at,

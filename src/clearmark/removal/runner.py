@@ -26,8 +26,9 @@ _INPAINTERS: dict[str, Inpainter] = {}
 _LOCK = threading.Lock()
 
 
-def get_detector(settings: Settings, model: str | None = None) -> Detector:
-    """The detector for ``model`` (default: the champion), loaded once per process and version.
+def get_detector(settings: Settings, model: str | None = None, backend: str | None = None) -> Detector:
+    """The detector for ``model`` (default: the champion), loaded once per process, version and
+    inference backend (default: ``settings.inference_backend``), prepared for serving.
 
     A registry alias is resolved on every call (one cheap registry request), so a newly
     promoted champion is picked up by the next archive.
@@ -45,11 +46,11 @@ def get_detector(settings: Settings, model: str | None = None) -> Detector:
         folder = Path(source).resolve()
         weights = folder / "model.safetensors"
         key = (str(folder), str(weights.stat().st_mtime_ns) if weights.is_file() else "")  # a rewritten folder reloads
+    backend = backend or settings.inference_backend
+    key = (*key, backend)
     with _LOCK:
         if key not in _DETECTORS:
-            detector = load_detector(source, settings)
-            detector.fold_batchnorm()  # serving only: faster inference, same function
-            _DETECTORS[key] = detector
+            _DETECTORS[key] = load_detector(source, settings, backend=backend)
         return _DETECTORS[key]
 
 
@@ -71,6 +72,7 @@ def run_removal(
     *,
     model: str | None = None,
     inpainter: str | None = None,
+    backend: str | None = None,
     save_masks: bool = False,
     threshold: float | None = None,
     batch_size: int | None = None,
@@ -78,7 +80,7 @@ def run_removal(
     progress: bool = False,
     shared_mark: bool | None = None,
 ) -> RemovalOutputs:
-    """Clean ``input_path`` into ``output_path`` with the configured detector and inpainter.
+    """Clean ``input_path`` into ``output_path`` with the configured detector, inference backend and inpainter.
 
     An existing output is refused unless ``overwrite`` (see :func:`remove_watermarks`).
     ``shared_mark`` (default: ``settings.shared_mark``) estimates the marks groups of images share.
@@ -87,7 +89,7 @@ def run_removal(
     from clearmark.removal.pipeline import check_outputs, remove_watermarks
 
     check_outputs(output_path, save_masks=save_masks, overwrite=overwrite)  # before a model is loaded
-    detector = get_detector(settings, model)
+    detector = get_detector(settings, model, backend)
     return remove_watermarks(
         input_path,
         output_path,
