@@ -24,6 +24,7 @@ import shutil
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -44,10 +45,14 @@ if TYPE_CHECKING:
 REVIEWS_PREFIX = "reviews"
 REVIEW_SUFFIX = ".review"
 SUMMARY_FILE = "summary.json"
+PAGE_FILES = ("review.json", "index.html", SUMMARY_FILE)  # uploaded in this order, after the pictures
 PAGE_TEMPLATE = Path(__file__).resolve().parents[1] / "assets" / "review.html"
 # Formats every browser shows as they are; others (TIFF) get a JPEG copy for the page.
 _BROWSER_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp"})
 _OVERLAY_RGB = (230, 30, 60)
+_PICTURE_THREADS = 4
+_UPLOAD_THREADS = 16  # many small objects: the time is round trips, not bandwidth
+Emit = Callable[[str, bytes], None]  # (file name in the review folder, its bytes)
 
 
 @dataclass(frozen=True)
@@ -127,8 +132,13 @@ def build_review(
     review_date: str | None = None,
     options: ReviewOptions | None = None,
     limits: Limits | None = None,
+    emit: Emit | None = None,
 ) -> dict[str, Any]:
-    """Write the review folder ``out_dir`` (replaced atomically) and return its summary."""
+    """Write the review folder ``out_dir`` (replaced atomically) and return its summary.
+
+    ``emit(name, data)`` gets each picture (``thumbs/...``, ``full/...``) as it is written, so
+    :func:`publish_review` uploads them while the others are made; the page files come after.
+    """
     options = options or ReviewOptions()
     started = time.perf_counter()
     rows = review_rows(report)
@@ -138,7 +148,7 @@ def build_review(
     try:
         (work / "thumbs").mkdir()
         (work / "full").mkdir()
-        _write_pictures(original, cleaned, masks, pictured, work, options, limits or Limits())
+        _write_pictures(original, cleaned, masks, pictured, work, options, limits or Limits(), emit)
         summary = _summary(report, rows, archive, content_sha256, review_date, options, time.perf_counter() - started)
         (work / "review.json").write_text(json.dumps({"summary": summary, "rows": rows}), encoding="utf-8")
         (work / "index.html").write_text(render_page(summary, rows), encoding="utf-8")
@@ -187,11 +197,18 @@ def _summary(
 
 def _write_pictures(
     original: Path, cleaned: Path, masks: Path | None, pictured: dict[str, dict[str, Any]],
-    out: Path, options: ReviewOptions, limits: Limits,
+    out: Path, options: ReviewOptions, limits: Limits, emit: Emit | None,
 ) -> None:  # fmt: skip
-    """Thumbnail strip and full-size copies of each pictured row, one image in memory at a time."""
+    """Thumbnail strip and full-size copies of each pictured row.
+
+    The archives are read in one thread (a tar.gz reads forward); the pictures are made in
+    ``_PICTURE_THREADS`` (Pillow's decoding, resizing and encoding release the GIL), with at
+    most two images per thread in memory.
+    """
     import contextlib
     import zipfile
+    from collections import deque
+    from concurrent.futures import Future, ThreadPoolExecutor
 
     if not pictured:
         return
@@ -199,10 +216,12 @@ def _write_pictures(
         ArchiveReader(original, limits) as before_reader,
         ArchiveReader(cleaned, limits) as after_reader,
         zipfile.ZipFile(masks) if masks is not None and masks.is_file() else contextlib.nullcontext() as mask_zip,
+        ThreadPoolExecutor(max_workers=_PICTURE_THREADS) as pool,
     ):
         after_members = {m.path: m for m in after_reader.members if not m.is_dir}
         mask_names = set(mask_zip.namelist()) if mask_zip is not None else set()
-        # The original in its own order (a tar.gz reads forward), the cleaned one by name.
+        pending: deque[Future[None]] = deque()
+        # The original in its own order, the cleaned one by name.
         for member in before_reader.members:
             row = pictured.get(member.path)
             after = after_members.get(member.path)
@@ -214,16 +233,31 @@ def _write_pictures(
                 after_bytes = stream.read()
             mask_name = member.path + ".mask.png"
             mask_bytes = mask_zip.read(mask_name) if mask_zip is not None and mask_name in mask_names else None
-            try:
-                strip = thumbnail_strip(before_bytes, after_bytes, mask_bytes, options.thumb_side)
-            except Exception as exc:  # an image PIL cannot show: listed without a picture
-                row["picture_error"] = f"{type(exc).__name__}: {exc}"
-                continue
-            name = f"{row['n']:06d}"
-            strip.save(out / "thumbs" / f"{name}.jpg", "JPEG", quality=82)
-            row["thumb"] = f"thumbs/{name}.jpg"
-            row["before"] = _full_copy(before_bytes, member.path, out / "full" / f"{name}.before")
-            row["after"] = _full_copy(after_bytes, member.path, out / "full" / f"{name}.after")
+            pending.append(pool.submit(_picture, row, before_bytes, after_bytes, mask_bytes, out, options.thumb_side, emit))
+            if len(pending) >= 2 * _PICTURE_THREADS:
+                pending.popleft().result()
+        for picture in pending:
+            picture.result()
+
+
+def _picture(row: dict[str, Any], before: bytes, after: bytes, mask: bytes | None, out: Path, side: int, emit: Emit | None) -> None:
+    """One row's thumbnail strip and full-size copies; an image Pillow cannot show is listed without them."""
+    try:
+        strip = thumbnail_strip(before, after, mask, side)
+    except Exception as exc:  # noqa: BLE001 - an image PIL cannot show: listed without a picture
+        row["picture_error"] = f"{type(exc).__name__}: {exc}"
+        return
+    stem = f"{row['n']:06d}"
+    thumb = io.BytesIO()
+    strip.save(thumb, "JPEG", quality=82)
+    pictures = {"thumb": (f"thumbs/{stem}.jpg", thumb.getvalue())}
+    for side_name, data in (("before", before), ("after", after)):
+        pictures[side_name] = _full_copy(data, row["member"], f"full/{stem}.{side_name}")
+    for key, (name, data) in pictures.items():
+        (out / name).write_bytes(data)
+        if emit is not None:
+            emit(name, data)
+        row[key] = name
 
 
 def _upright(data: bytes, side: int) -> tuple[Image.Image, int]:
@@ -233,7 +267,7 @@ def _upright(data: bytes, side: int) -> tuple[Image.Image, int]:
     image = Image.open(io.BytesIO(data))
     image.draft("RGB", (side, side))
     orientation = int(image.getexif().get(0x0112, 1) or 1)
-    image = image.convert("RGB")
+    image = image if image.mode == "RGB" else image.convert("RGB")
     image.thumbnail((side, side), Image.Resampling.BILINEAR)
     return (ImageOps.exif_transpose(image) if orientation != 1 else image), orientation
 
@@ -249,12 +283,13 @@ def thumbnail_strip(before: bytes, after: bytes, mask_png: bytes | None, side: i
     cleaned, _ = _upright(after, side)
     if cleaned.size != original.size:
         cleaned = cleaned.resize(original.size, Image.Resampling.BILINEAR)
-    overlay = original.copy()
+    overlay = original  # pasted, never changed: no copy needed
     if mask_png is not None:
         width, height = original.size
         stored = (height, width) if orientation in (5, 6, 7, 8) else (width, height)  # these swap the sides
         mask = Image.open(io.BytesIO(mask_png)).convert("L").resize(stored, Image.Resampling.NEAREST)
-        mask = Image.fromarray(np.ascontiguousarray(to_upright(np.asarray(mask), orientation)))
+        if orientation != 1:
+            mask = Image.fromarray(np.ascontiguousarray(to_upright(np.asarray(mask), orientation)))
         tinted = Image.blend(original, Image.new("RGB", original.size, _OVERLAY_RGB), 0.6)
         overlay = Image.composite(tinted, original, mask)
     gap = 4
@@ -265,18 +300,16 @@ def thumbnail_strip(before: bytes, after: bytes, mask_png: bytes | None, side: i
     return strip
 
 
-def _full_copy(data: bytes, member: str, stem: Path) -> str:
-    """The image as the browser will show it: the bytes themselves, or a JPEG of other formats."""
+def _full_copy(data: bytes, member: str, stem: str) -> tuple[str, bytes]:
+    """Name and bytes of the image as the browser will show it: the bytes themselves, or a JPEG of other formats."""
     suffix = Path(member).suffix.lower()
     if suffix in _BROWSER_SUFFIXES:
-        target = stem.with_name(stem.name + suffix)
-        target.write_bytes(data)
-    else:
-        from PIL import Image, ImageOps
+        return stem + suffix, data
+    from PIL import Image, ImageOps
 
-        target = stem.with_name(stem.name + ".jpg")
-        ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGB").save(target, "JPEG", quality=92)
-    return f"full/{target.name}"
+    converted = io.BytesIO()
+    ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGB").save(converted, "JPEG", quality=92)
+    return stem + ".jpg", converted.getvalue()
 
 
 def render_page(summary: dict[str, Any], rows: list[dict[str, Any]]) -> str:
@@ -316,6 +349,8 @@ def publish_review(settings: Settings, result: dict[str, Any], *, options: Revie
     rewrites the same review.  ``summary.json`` goes up last: the plugin lists a review
     only once all its files are there.  Failed items have nothing to review (``skipped``).
     """
+    from concurrent.futures import Future, ThreadPoolExecutor, wait
+
     from clearmark.storage import ObjectStore
 
     archive = str(result.get("name") or result.get("key", "")).rstrip("/")
@@ -331,12 +366,22 @@ def publish_review(settings: Settings, result: dict[str, Any], *, options: Revie
         cleaned = _download(store, outbox, result["outbox_key"], work / "out" / archive)
         masks = _download(store, outbox, result["masks_key"], work / "masks.zip") if result.get("masks_key") else None
         report = json.loads(store.get_bytes(outbox, result["report_key"]))
-        summary = build_review(
-            original, cleaned, report, work / "review", masks=masks, archive=archive,
-            content_sha256=result.get("content_sha256"), review_date=review_date, options=options,
-            limits=Limits.from_settings(settings),
-        )  # fmt: skip
-        upload_review(store, work / "review", prefix)
+        with ThreadPoolExecutor(max_workers=_UPLOAD_THREADS) as pool:
+            uploads: list[Future[str]] = []
+
+            def upload(name: str, data: bytes) -> None:
+                uploads.append(pool.submit(store.put_bytes, settings.reports_bucket, prefix + name, data, content_type=content_type(name)))
+
+            summary = build_review(
+                original, cleaned, report, work / "review", masks=masks, archive=archive,
+                content_sha256=result.get("content_sha256"), review_date=review_date, options=options,
+                limits=Limits.from_settings(settings), emit=upload,
+            )  # fmt: skip
+            for name in PAGE_FILES:  # the page after its pictures, summary.json (what the plugin lists) last
+                wait(uploads)
+                upload(name, (work / "review" / name).read_bytes())
+            for done in uploads:
+                done.result()  # re-raises the first failure
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return {**summary, "skipped": False, "prefix": prefix}
@@ -359,21 +404,6 @@ _CONTENT_TYPES = {".html": "text/html; charset=utf-8", ".json": "application/jso
 def content_type(name: str) -> str:
     """The media type the plugin and the upload give a review file."""
     return _CONTENT_TYPES.get(Path(name).suffix.lower(), "application/octet-stream")
-
-
-def upload_review(store: ObjectStore, folder: Path, prefix: str) -> None:
-    """Upload a review folder below ``prefix`` (many small objects: in parallel); its ``summary.json`` last."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    bucket = store.settings.reports_bucket
-    files = [p for p in folder.rglob("*") if p.is_file() and p.name != SUMMARY_FILE]
-
-    def put(path: Path) -> None:
-        store.put_file(bucket, prefix + path.relative_to(folder).as_posix(), path, content_type=content_type(path.name))
-
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        list(pool.map(put, files))  # list(): re-raises the first failure
-    put(folder / SUMMARY_FILE)
 
 
 def list_reviews(store: ObjectStore, *, limit: int = 500) -> list[dict[str, Any]]:
