@@ -18,7 +18,7 @@ def register(app: typer.Typer) -> None:
 def bench(
     profile: Annotated[str, typer.Option(help="cpu (default: within 15 min on 2 cores), gpu (CUDA), or smoke (seconds).")] = "cpu",
     gpu: Annotated[bool, typer.Option("--gpu", help="Shorthand for --profile gpu.")] = False,
-    only: Annotated[str | None, typer.Option(help="Comma-separated sections: removal,detection,quality,training,platform.")] = None,
+    only: Annotated[str | None, typer.Option(help="Comma-separated sections: removal,detection,quality,collection,training,platform.")] = None,
     model: Annotated[str | None, typer.Option(help="Detector folder or MLflow URI; default: the champion.")] = None,
     out_dir: Annotated[Path, typer.Option(help="Where <date>-<machine>.json and .md go.")] = REPO_ROOT / "bench" / "results",
     start_stack: Annotated[

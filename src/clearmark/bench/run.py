@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from clearmark.bench.collection import CollectionSpec
 from clearmark.bench.heldout import HeldOutSpec
 from clearmark.bench.measure import machine_record
 from clearmark.bench.table import markdown_table
@@ -23,7 +24,7 @@ from clearmark.bench.training import DEFAULT_CPU, LIGHT_CPU, REFERENCE_GPU, Trai
 if TYPE_CHECKING:
     from clearmark.settings import Settings
 
-SECTIONS = ("removal", "detection", "quality", "training", "platform")
+SECTIONS = ("removal", "detection", "quality", "collection", "training", "platform")
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,7 @@ class Profile:
     latency_batches: tuple[int, ...] = (1, 2, 4, 8)
     latency_repeats: int = 20
     quality_set: HeldOutSpec = HeldOutSpec()
+    collection_set: CollectionSpec = CollectionSpec()
     diffusers: bool = False
     train_recipes: tuple[TrainingRecipe, ...] = (DEFAULT_CPU, LIGHT_CPU)
     train_minutes: float = 1.0
@@ -54,7 +56,7 @@ PROFILES = {
     # The smallest run that exercises every section (tests, and a first try of the command).
     "smoke": Profile(
         "smoke", archive_sizes=(8, 24), distinct_images=8, naive_images=4, latency_batches=(1, 2), latency_repeats=3,
-        quality_set=HeldOutSpec(images=4, sizes=(128, 192)),
+        quality_set=HeldOutSpec(images=4, sizes=(128, 192)), collection_set=CollectionSpec(images=8, size=192),
         train_recipes=(TrainingRecipe("smoke", "mobilenet_v2", 64, 4, (16, 16, 16, 16, 8)),), train_minutes=0.01, train_pairs=24,
         etl_images=8, dag_parse_repeats=1,
     ),  # fmt: skip
@@ -73,6 +75,7 @@ def run_benchmarks(
     """Run ``sections`` of ``profile`` against the configured store and registry; save and return the figures."""
     import torch
 
+    from clearmark.bench.collection import measure_collection
     from clearmark.bench.detection import measure_latency, measure_model_load
     from clearmark.bench.platform import measure_dag_parse, measure_etl
     from clearmark.bench.quality import measure_quality
@@ -112,6 +115,7 @@ def run_benchmarks(
         "quality": lambda: measure_quality(
             settings, source, work / "quality", spec=profile.quality_set, diffusers=profile.diffusers, crops=stem.with_name(f"{stem.name}-quality.png")
         ),
+        "collection": lambda: measure_collection(settings, source, work / "collection", spec=profile.collection_set),
         "training": lambda: {
             **measure_training(settings, work / "training", profile.train_recipes, minutes=profile.train_minutes, images=profile.train_pairs),
             "bundled_baseline_recorded": recorded_baseline_history(settings.baseline_dir),
