@@ -172,3 +172,18 @@ def test_the_feature_off_estimates_nothing(group, tmp_path: Path) -> None:
     assert outputs.watermarks == [] and outputs.report.shared_marks == []
     assert not sidecar(outputs.output, ".watermark.png").exists()
     assert not any(row.mark_group or row.shared_mark for row in outputs.report.rows)
+
+
+def test_without_a_shared_mark_the_result_is_the_per_image_one(group, tmp_path: Path) -> None:
+    _, cleans, _ = group
+    mixed = {f"{i:02d}.png": encode(_semi_transparent_mark(100 + i).blend(clean), "PNG") for i, clean in enumerate(cleans)}
+    source = _archive(tmp_path / "mixed.zip", mixed)
+
+    on = _run(tmp_path, source, "on.zip", shared_mark=True)
+    off = _run(tmp_path, source, "off.zip", shared_mark=False)
+
+    assert on.watermarks == off.watermarks == []
+    assert on.report.shared_marks[0]["shared"] is False
+    with zipfile.ZipFile(on.output) as first, zipfile.ZipFile(off.output) as second:
+        assert {n: first.read(n) for n in first.namelist()} == {n: second.read(n) for n in second.namelist()}
+    assert not any(row.shared_mark for row in on.report.rows)
