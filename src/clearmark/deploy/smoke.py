@@ -496,6 +496,11 @@ def prove(args: argparse.Namespace) -> Timings:
     finally:
         if not args.keep:
             with timings.step("compose down -v"):
+                # A training container DockerOperator started is no compose container: it would keep the network.
+                trainers = run([docker_client(), "ps", "--all", "--quiet", "--filter", f"ancestor={values['CLEARMARK_TRAINER_IMAGE']}",
+                                "--filter", f"network={PROJECT}"], capture=True, check=False).stdout.split()
+                if trainers:
+                    run([docker_client(), "rm", "--force", *trainers], check=False, capture=True)
                 stack("down", "--volumes", "--remove-orphans", check=False)
     return timings
 
