@@ -43,13 +43,28 @@ def _removal(e2e: float, naive: float, rss_small: float, rss_large: float) -> di
 
 
 def test_removal_targets_are_marked_met_or_missed() -> None:
-    met = _removal_rows(_removal(e2e=7.0, naive=2.0, rss_small=700, rss_large=720), gpu=False)
+    met = _removal_rows(_removal(e2e=21.0, naive=6.0, rss_small=700, rss_large=720), gpu=False)
     assert [row[4].endswith("met") for row in met if row[4]] == [True, True, True]
-    assert met[0][3] == "3.5×" and met[0][2] == "naive loop 2.0 img/s (faster of 2 runs: 2.0, 1.8)"
+    assert met[0][3] == "3.5×" and met[0][2] == "naive loop 6.0 img/s (faster of 2 runs: 6.0, 5.4)"
+    assert met[0][4] == "≥ 20 img/s and ≥ 3×: met"  # a CPU without native bfloat16
 
-    slow = _removal_rows(_removal(e2e=5.0, naive=2.0, rss_small=700, rss_large=2100), gpu=False)
+    slow = _removal_rows(_removal(e2e=15.0, naive=6.0, rss_small=700, rss_large=2100), gpu=False)
     assert [row[4].endswith("**missed**") for row in slow if row[4]] == [True, True, True]
-    assert _removal_rows(_removal(e2e=7.0, naive=2.0, rss_small=700, rss_large=720), gpu=True)[0][4].endswith("**missed**")  # 200 img/s on GPU
+    assert _removal_rows(_removal(e2e=21.0, naive=6.0, rss_small=700, rss_large=720), gpu=True)[0][4].endswith("**missed**")  # 200 img/s on GPU
+    bf16 = {**_removal(e2e=21.0, naive=6.0, rss_small=700, rss_large=720), "backends": {"torch-cpu-bf16": None, "torch-cpu-f32": None}}
+    assert _removal_rows(bf16, gpu=False)[0][4] == "≥ 28 img/s and ≥ 3×: **missed**"  # no slower than before on native bf16
+
+
+def test_removal_rows_name_the_backend_and_show_each_other_backend_of_the_run() -> None:
+    removal = {
+        **_removal(e2e=21.0, naive=6.0, rss_small=700, rss_large=720),
+        "backend": "openvino",
+        "by_backend": {"archive": "200", "results": {"torch-cpu-f32": {"images_per_s": 12.0, "speedup_vs_naive": 2.0, "stage_ms": {"detect": 150.0}}}},
+    }
+    rows = _removal_rows(removal, gpu=False)
+    assert rows[0][0].startswith("removal end to end, 200-image archive (inbox → outbox, openvino")
+    [other] = [row for row in rows if "torch-cpu-f32" in row[0]]
+    assert other[:4] == ("removal end to end, 200-image archive on the torch-cpu-f32 backend (same run)", "12.0 img/s (detect 150.0 ms per image)", "naive loop 6.0 img/s", "2.0×")
 
 
 def test_stage_row_shows_time_per_image_in_each_stage_against_wall_time() -> None:

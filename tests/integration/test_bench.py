@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from clearmark.bench.run import PROFILES, run_benchmarks
+from clearmark.model.backends import backend_status, choose_backend
 from clearmark.model.promotion import ensure_baseline_champion
 from clearmark.settings import Settings
 from clearmark.storage import ObjectStore
@@ -36,6 +37,11 @@ def test_smoke_profile_writes_every_figure_with_its_in_run_baseline(settings: Se
         assert archive["speedup_vs_naive"] == round(archive["images_per_s"] / removal["naive"]["images_per_s"], 2)
         assert set(archive["stage_ms"]) == {"decode", "detect", "inpaint", "encode"} and archive["stage_ms"]["detect"] > 0
     assert removal["archives"]["24"]["model_version"] == figures["removal"]["archives"]["8"]["model_version"]
+    # The archives ran on auto's backend; the smallest again on every other CPU backend this machine has.
+    assert {a["backend"] for a in removal["archives"].values()} == {removal["backend"]} == {choose_backend("auto").name}
+    others = {name for name, why in backend_status().items() if why is None and name != removal["backend"] and choose_backend(name).device == "cpu"}
+    assert removal["by_backend"]["archive"] == "8" and set(removal["by_backend"]["results"]) == others
+    assert all(result["backend"] == name and result["images_per_s"] > 0 for name, result in removal["by_backend"]["results"].items())
 
     latency = figures["detection"]["latency"]
     assert set(latency["by_batch"]) == {"1", "2"} and latency["best_batch"] in (1, 2)
@@ -52,7 +58,7 @@ def test_smoke_profile_writes_every_figure_with_its_in_run_baseline(settings: Se
 
     # Every figure in the table sits next to its baseline; the user's buckets were not touched.
     text = table.read_text()
-    measures = ("removal end to end, 24-image archive", "naive loop", "plain float32 call", "first download", "doing nothing", "shipped pipeline", "import airflow.sdk")
+    measures = ("removal end to end, 24-image archive", "Inference backend: `", "naive loop", "plain float32 call", "first download", "doing nothing", "shipped pipeline", "import airflow.sdk")
     for measure in measures:
         assert measure in text, measure
     assert {b["Name"] for b in store.client.list_buckets()["Buckets"]} == buckets_before

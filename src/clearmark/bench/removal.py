@@ -13,6 +13,9 @@
 * **review cost**: the time :func:`clearmark.removal.review.publish_review` takes to build
   and upload the archive's review page, as a share of the archive's removal time
   (target: at most 10 %).
+* **inference backends**: the archives run on the configured backend (``auto``: the best this
+  machine has, :mod:`clearmark.model.backends`); the smallest archive also runs once on every
+  other CPU backend this machine has, so their figures come from the same run.
 
 The large archive repeats the distinct images under new names, so building it costs no
 generation time while every member is still decoded, detected, inpainted and encoded.
@@ -111,14 +114,15 @@ def end_to_end(settings: Settings, source: str, archive: Path) -> dict[str, Any]
         "review_pictured": review["pictured"],
         "counts": summary.get("counts"),
         "model_version": summary.get("model_version"),
+        "backend": report["backend"],
     }
 
 
 def naive_loop(settings: Settings, source: str, paths: list[Path], out_dir: Path, *, detect_side: int | None) -> dict[str, Any]:
     """Images/s of the one-at-a-time loop: load, predict alone, inpaint, save.
 
-    Like the reference tutorial, it loads the model once (its own copy, so nothing the
-    pipeline tuned carries over) and calls it in float32, default layout, batch size 1,
+    Like the reference tutorial, it loads the model once (its own copy, no inference backend,
+    so nothing the pipeline tuned carries over) and calls it in float32, default layout, batch size 1,
     at the pipeline's working size ``detect_side``, so the ratio measures the pipeline's
     engineering rather than a cheaper resolution.  The first image goes through once
     untimed, as the pipeline's warm-up archive does.
@@ -151,15 +155,19 @@ def naive_loop(settings: Settings, source: str, paths: list[Path], out_dir: Path
 def measure_removal(
     settings: Settings, source: str, work: Path, *, archive_sizes: tuple[int, ...], distinct: int, naive_images: int
 ) -> dict[str, Any]:
-    """End-to-end throughput and peak RSS per archive size, the naive loop, and their ratios."""
+    """End-to-end throughput and peak RSS per archive size, the naive loop, and their ratios;
+    the smallest archive again on each other available CPU backend."""
+    from clearmark.model.backends import backend_status, choose_backend
     from clearmark.model.inference import DetectionOptions
     from clearmark.removal.runner import get_detector
 
     photos = build_photos(work, min(distinct, max(archive_sizes)))
     detector = get_detector(settings, source)  # a warm worker: the load is measured on its own
     options = DetectionOptions.for_detector(detector, settings)  # what process_inbox_item will use
+    others = [name for name, why in backend_status().items() if why is None and name != detector.backend_name and choose_backend(name).device == "cpu"]
     naive_runs = [naive_loop(settings, source, photos[:naive_images], work / "naive", detect_side=options.detect_side)]
-    archives = {}
+    archives, by_backend = {}, {}
+    smallest, largest = str(min(archive_sizes)), str(max(archive_sizes))
     with scratch_buckets(settings, "inbox", "outbox", "reports") as scratch:
         # A warm worker has run an archive before: imports and first calls are not per archive.
         end_to_end(scratch, source, build_archive(photos, WARM_UP_IMAGES, work / "warm-up.zip"))
@@ -167,17 +175,26 @@ def measure_removal(
             archive = build_archive(photos, size, work / f"bench-{size}.zip")
             archives[str(size)] = end_to_end(scratch, source, archive)
             archive.unlink()
+    for name in others:
+        # Buckets of its own: the inbox skips content it has already processed.
+        with scratch_buckets(settings.model_copy(update={"inference_backend": name}), "inbox", "outbox", "reports") as scratch:
+            get_detector(scratch, source)  # loaded (and compiled) before the clock starts, as for the archives
+            end_to_end(scratch, source, build_archive(photos, WARM_UP_IMAGES, work / "warm-up.zip"))
+            archive = build_archive(photos, int(smallest), work / f"bench-{smallest}-{name}.zip")
+            by_backend[name] = end_to_end(scratch, source, archive)
+            archive.unlink()
     naive_runs.append(naive_loop(settings, source, photos[:naive_images], work / "naive", detect_side=options.detect_side))
     naive = {**max(naive_runs, key=lambda run: run["images_per_s"]), "runs_images_per_s": [run["images_per_s"] for run in naive_runs]}
-    for result in archives.values():
+    for result in [*archives.values(), *by_backend.values()]:
         result["speedup_vs_naive"] = round(result["images_per_s"] / naive["images_per_s"], 2)
-    smallest, largest = str(min(archive_sizes)), str(max(archive_sizes))
     return {
         "image": f"{IMAGE_SIDE}x{IMAGE_SIDE} JPEG q{JPEG_QUALITY}, {len(photos)} distinct synthetic photos",
         "batch_size": options.batch_size,
         "detect_workers": options.workers,
         "detect_side": options.detect_side,
-        "autocast": settings.removal_autocast,
+        "backend": detector.backend_name,
+        "backends": backend_status(),  # None where available, else why not
+        "by_backend": {"archive": smallest, "results": by_backend},
         "inpainter": "telea",
         "naive": naive,
         "archives": archives,
