@@ -21,6 +21,7 @@ import pytest
 import torch
 from PIL import Image
 
+from clearmark.model.backends import MLFLOW_TAG, choose_backend
 from clearmark.model.detector import Detector, DetectorConfig, build_network, save_detector
 from clearmark.model import promotion
 from clearmark.model.promotion import ensure_baseline_champion, promote, reject
@@ -144,6 +145,8 @@ def test_first_then_better_model_are_promoted(settings: Settings, data_dir: Path
     logged = mlflow_client(settings).download_artifacts(good_run, "gate/decision.json")
     assert '"passed": true' in Path(logged).read_text()
     assert mlflow_client(settings).get_run(good_run).data.metrics["test_iou"] == pytest.approx(0.9)
+    # The gate scored the candidate on the backend removal runs, and says which.
+    assert decision["candidate"]["backend"] == mlflow_client(settings).get_run(good_run).data.tags[MLFLOW_TAG] == choose_backend("auto").name
 
 
 def test_first_model_passing_thresholds_is_promoted(settings: Settings, data_dir: Path, tmp_path: Path) -> None:
