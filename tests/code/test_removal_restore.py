@@ -211,7 +211,7 @@ def test_clearmark_remove_on_photo_marks_reports_unblended_images(photo_marks: P
     monkeypatch.setenv("CLEARMARK_REMOVAL_DILATE_PX", "0")  # the oracle's footprint is exact
     get_settings.cache_clear()
     oracle = OracleMatte(photo_marks)
-    monkeypatch.setattr("clearmark.removal.runner.get_detector", lambda settings, model=None: oracle)
+    monkeypatch.setattr("clearmark.removal.runner.get_detector", lambda settings, model=None, backend=None: oracle)
 
     result = CliRunner().invoke(app, ["remove", str(source), str(tmp_path / "out.zip")])
     get_settings.cache_clear()
