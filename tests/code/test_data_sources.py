@@ -50,7 +50,7 @@ def _source(layout: str, name: str = "src") -> SourceSpec:
 
 def test_the_repository_sources_file_is_valid() -> None:
     config = load_sources(REPO_ROOT / "config" / "sources.yaml")
-    assert list(config.enabled()) == ["synthetic"]
+    assert list(config.enabled()) == ["synthetic", "synthetic-small"]
     synthetic = config.dataset("synthetic").sources[0]
     assert (synthetic.name, synthetic.kind, synthetic.layout) == ("synthetic-default", "synthetic", "synthetic")
     assert synthetic.synthetic.count == 600 and synthetic.synthetic.size == 256
