@@ -31,7 +31,7 @@ class ClearmarkDriftPlugin(AirflowPlugin):
             "href": URL_PREFIX.lstrip("/") + "/",  # relative: works under a base_url prefix
             "destination": "nav",
             "nav_top_level": True,  # its own entry in the side bar, one click from any page
-            "url_route": "clearmark-drift",
+            "url_route": URL_PREFIX.strip("/"),
         }
     ]
     operator_extra_links = [ReviewLink(), DriftReportLink()]

@@ -1,6 +1,6 @@
 """FastAPI app that lists drift reports and reviews and serves them from the reports bucket.
 
-Mounted by the Airflow API server under ``/clearmark-drift`` (see
+Mounted by the Airflow API server under ``REPORTS_APP_PATH`` (``/clearmark-drift``; see
 ``clearmark_drift_plugin.py``); it reads ``reports/drift/<date>/<archive>/`` and
 ``reports/reviews/<date>/<archive>/`` through :class:`clearmark.storage.ObjectStore` with
 the S3 settings of ``clearmark.settings`` (environment or ``$CLEARMARK_HOME/stack.env``).
@@ -21,13 +21,14 @@ from fastapi import Body, Depends, FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, StreamingResponse
 from fastapi.templating import Jinja2Templates
 
+from clearmark.settings import REPORTS_APP_PATH
 from clearmark_drift import reviews as reviews_module
 
 if TYPE_CHECKING:
     from clearmark.storage import ObjectStore
 
 TEMPLATES = Jinja2Templates(directory=Path(__file__).parent / "templates")
-URL_PREFIX = "/clearmark-drift"
+URL_PREFIX = REPORTS_APP_PATH
 
 
 def _default_store() -> ObjectStore:

@@ -19,6 +19,8 @@ from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+# Where the Airflow API server mounts the plugin app of reviews and drift reports.
+REPORTS_APP_PATH = "/clearmark-drift"
 
 
 def default_home() -> Path:

@@ -114,11 +114,11 @@ def remove(
             threshold=threshold, batch_size=batch_size, overwrite=overwrite, progress=True, shared_mark=shared_mark or None,
         )  # fmt: skip
     except ArchiveError as exc:
-        typer.secho(f"Cannot process {input_path}: {exc}", fg=typer.colors.RED, err=True)
+        typer.secho(f"error: cannot process {input_path}: {exc}", fg=typer.colors.RED, err=True)
         raise typer.Exit(EXIT_FAILED) from exc
     except (DetectorError, StorageError, UnknownInpainterError, DiffusersModelNotFoundError, BackendError) as exc:
         # No champion yet, registry down, an inpainter without its model or a backend this machine lacks: say what to fix.
-        typer.secho(f"Cannot start the removal: {user_error(exc, settings) or exc}", fg=typer.colors.RED, err=True)
+        typer.secho(f"error: cannot start the removal: {user_error(exc, settings) or exc}", fg=typer.colors.RED, err=True)
         raise typer.Exit(EXIT_FAILED) from exc
     summary = outputs.report.summary()
     typer.echo(

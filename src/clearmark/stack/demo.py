@@ -7,7 +7,7 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
-from clearmark.settings import Settings
+from clearmark.settings import REPORTS_APP_PATH, Settings
 from clearmark.stack.airflow_api import AirflowClient, AirflowError
 from clearmark.stack.manager import airflow_password, up
 
@@ -114,7 +114,7 @@ def run_demo(home: Path, *, timeout: float, echo: Callable[[str], None] = print)
     review = wait_for_review(settings, SAMPLE_ARCHIVE, timeout, echo)
 
     echo("\nDone. What to look at:")
-    echo(f"  Review    {base}/clearmark-drift/{review}  (admin / {password}): before | mask | after, flag what came back wrong")
+    echo(f"  Review    {base}{REPORTS_APP_PATH}/{review}  (admin / {password}): before | mask | after, flag what came back wrong")
     echo(f"  Airflow   {base}: the DAG runs; the Reviews & drift menu")
     echo(f"  MLflow    {settings.mlflow_tracking_uri}  model {settings.registered_model}, alias champion")
     echo(f"  Outbox    s3://{settings.outbox_bucket}/{SAMPLE_ARCHIVE} and {SAMPLE_ARCHIVE}.report.csv")
