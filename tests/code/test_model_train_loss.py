@@ -64,6 +64,19 @@ def test_pairs_without_a_matte_or_a_clean_image_train_only_the_terms_they_have()
     assert set(loss_terms(logits.detach()[:, :1], neither)) == {"footprint"}  # a mask network
 
 
+def test_predicting_no_mark_costs_the_marks_alpha_however_small_the_mark() -> None:
+    batch = _blend_batch()
+    batch["mask"] = torch.zeros_like(batch["mask"])
+    batch["mask"][:, :, 14:18, 10:14] = 1  # 16 of 1,024 pixels: a small corner mark
+    batch["alpha"] = batch["mask"] * 0.4
+    logits = _perfect_logits(batch)
+    logits[:, 1] = -30.0  # alpha 0 everywhere: the mark's matte missed entirely
+    missed = float(loss_terms(logits, batch)["alpha"])
+    # Averaged over every pixel this would be 0.4 * 16 / 1024 = 0.006: nothing to learn from.
+    assert missed == pytest.approx(0.2, abs=1e-3)
+    assert float(loss_terms(_perfect_logits(batch), batch)["alpha"]) == pytest.approx(0.0, abs=1e-3)
+
+
 def test_an_opaque_prediction_keeps_the_reconstruction_gradient_finite() -> None:
     batch = _blend_batch(has_matte=False)
     logits = _perfect_logits(batch)

@@ -153,7 +153,7 @@ def loss_terms(logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> dict[str
 
     ``footprint``: Dice + BCE on channel 0 (Dice for the thin, rare watermark pixels, BCE for
     calibration).  A matte network (5 channels) adds, over the pairs that have the target:
-    ``alpha``, L1 on alpha at every pixel; ``colour``, L1 on W weighted by the true alpha
+    ``alpha``, L1 on alpha, the mean inside the mask and the mean outside it weighing alike; ``colour``, L1 on W weighted by the true alpha
     (W means nothing where nothing was blended); ``reconstruction``, L1 of the unblended
     ``(J - a W) / (1 - a)`` against the clean image inside the mask where the mark is not
     opaque (the true alpha where known, else the predicted one, below
@@ -171,7 +171,10 @@ def loss_terms(logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> dict[str
     alpha, colour = torch.sigmoid(logits[:, 1:2]), torch.sigmoid(logits[:, 2:5])
     has_matte = batch["has_matte"].float().view(-1, 1, 1, 1)
     has_clean = batch["has_clean"].float().view(-1, 1, 1, 1)
-    terms["alpha"] = _masked_mean((alpha - batch["alpha"]).abs(), has_matte.expand_as(alpha))
+    # Inside and outside the mark weigh alike: averaged over every pixel, a mark covering a few
+    # per cent of the image let "alpha 0 everywhere" cost almost nothing (matte stage 1 learnt that).
+    alpha_error, known = (alpha - batch["alpha"]).abs(), has_matte.expand_as(alpha)
+    terms["alpha"] = (_masked_mean(alpha_error, known * mask) + _masked_mean(alpha_error, known * (1 - mask))) / 2
     terms["colour"] = _masked_mean((colour - batch["colour"]).abs(), batch["alpha"] * has_matte)
     mean, std = (torch.tensor(v, device=logits.device).view(1, 3, 1, 1) for v in IMAGENET_MEAN_STD)
     watermarked = batch["image"] * std + mean

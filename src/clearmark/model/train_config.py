@@ -117,7 +117,7 @@ class TrainConfig:
     )
     # Weights of a matte network's loss terms beside the footprint's Dice + BCE (weight 1);
     # each term counts only the pairs whose target is known (train.loss_terms).
-    alpha_loss_weight: float = option(4.0, "Matte networks: weight of the L1 loss on alpha (every pixel).", LOSS_WEIGHT)
+    alpha_loss_weight: float = option(4.0, "Matte networks: weight of the L1 loss on alpha (inside and outside the mask alike).", LOSS_WEIGHT)
     colour_loss_weight: float = option(1.0, "Matte networks: weight of the L1 loss on the colour W, weighted by the true alpha.", LOSS_WEIGHT)
     reconstruction_loss_weight: float = option(
         1.0, "Matte networks: weight of the L1 loss of the unblended image (J - alpha W) / (1 - alpha) against the clean one, inside the mask.", LOSS_WEIGHT
