@@ -187,3 +187,36 @@ def test_without_a_shared_mark_the_result_is_the_per_image_one(group, tmp_path: 
     with zipfile.ZipFile(on.output) as first, zipfile.ZipFile(off.output) as second:
         assert {n: first.read(n) for n in first.namelist()} == {n: second.read(n) for n in second.namelist()}
     assert not any(row.shared_mark for row in on.report.rows)
+
+
+def test_median_gradients_match_numpy_gradient_and_median() -> None:
+    from clearmark.removal.shared_mark import _median_gradients
+
+    rng = np.random.default_rng(3)
+    for count in (8, 9):  # an even count averages the two middle values, as np.median does
+        stack = rng.integers(0, 256, (count, 20, 30, 3), dtype=np.uint8)
+        coherent, spread = _median_gradients(stack)
+        gy, gx = np.gradient(stack.astype(np.float64), axis=(1, 2))
+        expected_coherent = np.hypot(np.median(gx, axis=0), np.median(gy, axis=0)).max(axis=2)
+        expected_spread = np.median(np.hypot(gx, gy), axis=0).max(axis=2)
+        np.testing.assert_allclose(coherent, expected_coherent, atol=1e-4)
+        np.testing.assert_allclose(spread, expected_spread, atol=1e-4)
+
+
+def test_the_first_pass_detections_are_reused_each_image_is_detected_once(group, tmp_path: Path) -> None:
+    from clearmark.model.inference import DetectionOptions
+
+    _, _, watermarked = group
+    source = _archive(tmp_path / "in.zip", {f"{i:02d}.png": encode(image, "PNG") for i, image in enumerate(watermarked)})
+    detector = white_mark_detector()
+    seen: list[int] = []
+    detector.network.register_forward_hook(lambda _module, inputs, _output: seen.append(int(inputs[0].shape[0])))
+
+    outputs = remove_watermarks(
+        source, tmp_path / "out.zip", detector=detector, inpainter=_restorer(tmp_path),
+        options=DetectionOptions(threshold=0.5, dilate_px=3, batch_size=4), progress=False, shared_mark=True,
+    )  # fmt: skip
+
+    assert outputs.report.shared_marks[0]["sample"] == COUNT
+    assert sum(seen) == COUNT  # the sample's detections serve the streaming pass too
+    assert all(row.status == "cleaned" and row.detect_ms > 0 for row in outputs.report.rows)

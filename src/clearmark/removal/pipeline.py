@@ -16,7 +16,8 @@ in the stored orientation of the image) and, where images share a mark,
 
 With ``shared_mark``, a first pass (:func:`_estimate_shared_marks`) reads a bounded sample
 of each frame group (:mod:`clearmark.removal.shared_mark`), detects and estimates the mark
-the group shares; the streaming pass then unblends each image of such a group with it,
+the group shares (its detections are kept: the streaming pass detects no image twice); the
+streaming pass then unblends each image of such a group with it,
 and falls back to the per-image restorer where the mark's edges are left.
 """
 
@@ -64,6 +65,9 @@ _SPOOL_BYTES = 8 * 1024 * 1024  # non-image members above this go to a temporary
 _MAX_BYTES_PER_PIXEL = 8  # uncompressed 16-bit RGBA: no image file within the pixel cap is larger
 REPORT_JSON, REPORT_CSV, FEATURES, MASKS = ".report.json", ".report.csv", ".features.parquet", ".masks.zip"
 WATERMARK = ".watermark.png"
+# The shared mark is restored and checked within this margin around it: the restorer's filters
+# and inpainting (8 px), and mark_residual's ring of texture (8 px), see real neighbours.
+SHARED_WINDOW_PX = 16
 
 
 def sidecar(output: Path, suffix: str) -> Path:
@@ -126,6 +130,9 @@ class _Run:
     save_masks: bool
     spool_dir: Path
     shared: dict[str, SharedMark] = field(default_factory=dict)  # frame group -> its estimated mark
+    # The first pass's detector output for its sample (member index -> probabilities, float16, and ms):
+    # the streaming pass reuses it rather than detect those images twice.  At most MAX_SAMPLE per group.
+    detected: dict[int, tuple[np.ndarray, float]] = field(default_factory=dict)
     stop: threading.Event = field(default_factory=threading.Event)
     failure: list[BaseException] = field(default_factory=list)
     running: dict[str, int] = field(default_factory=dict)  # threads per stage that have not finished
@@ -234,7 +241,10 @@ def _decode(run: _Run, decode_q: queue.Queue[Any], detect_q: queue.Queue[Any], w
             item.upright = item.image.upright_rgb8()
             height, width = item.upright.shape[:2]
             item.row.format, item.row.width, item.row.height = item.image.format, width, height
-            if not needs_tiling(height, width, run.options):
+            if item.index in run.detected:  # detected in the first pass
+                probabilities, detect_ms = run.detected.pop(item.index)
+                item.probabilities, item.row.detect_ms = probabilities.astype("float32"), detect_ms
+            elif not needs_tiling(height, width, run.options):
                 item.detector_input = resize_for_detector(item.upright, run.options)
         except Exception as exc:  # this image only; the message goes to the report
             _copy_unchanged(item, str(exc) if isinstance(exc, ImageDecodeError) else f"cannot decode ({type(exc).__name__}: {exc})")
@@ -275,6 +285,9 @@ def _detect(run: _Run, detect_q: queue.Queue[Any], finish_q: queue.Queue[Any], f
             continue
         if item is _DONE:
             break
+        if item.probabilities is not None:  # the first pass detected it
+            run.put(finish_q, item)
+            continue
         if item.detector_input is None:  # very large image: full-resolution tiles, on its own
             started = time.perf_counter()
             item.probabilities = detect_tiled(run.detector, item.upright, run.options)
@@ -334,11 +347,15 @@ def _stored_orientation(detection: Detection, orientation: int, *, matte: bool) 
 
 
 def _clean_shared(run: _Run, item: _Item, encode: Callable[..., bytes], merge: Callable[..., np.ndarray]) -> bool:
-    """Clean ``item`` with its group's shared mark; False (row says why) where it has none or it does not fit."""
-    from clearmark.removal.imageio import from_upright
+    """Clean ``item`` with its group's shared mark; False (row says why) where it has none or it does not fit.
+
+    Restores and checks only the window around the placed mark (:data:`SHARED_WINDOW_PX` beyond it).
+    """
     import numpy as np
 
-    from clearmark.removal.shared_mark import RESIDUAL_LIMIT, frame_group, mark_residual
+    from clearmark.removal.imageio import from_upright
+    from clearmark.removal.inpaint import mask_box
+    from clearmark.removal.shared_mark import RESIDUAL_LIMIT, Placement, frame_group, mark_residual
 
     image, row, upright = item.image, item.row, item.upright
     assert image is not None and upright is not None
@@ -347,12 +364,24 @@ def _clean_shared(run: _Run, item: _Item, encode: Callable[..., bytes], merge: C
         return False
     started = time.perf_counter()
     placement = mark.place(upright)
-    restored, stats = run.restorer.restore(upright, placement)
-    residual = mark_residual(restored, placement.alpha)
+    box = mask_box(placement.alpha > 0)
+    if box is None:
+        return False
+    height, width = upright.shape[:2]
+    window = np.s_[
+        max(0, box[0] - SHARED_WINDOW_PX) : min(height, box[1] + SHARED_WINDOW_PX),
+        max(0, box[2] - SHARED_WINDOW_PX) : min(width, box[3] + SHARED_WINDOW_PX),
+    ]
+    observed = upright[window]
+    local = Placement(placement.mask[window], placement.alpha[window], placement.colour[window], placement.alignment)
+    restored_window, stats = run.restorer.restore(observed, local)
+    residual = mark_residual(restored_window, local.alpha)
     row.mark_group, row.shared_residual = mark.group, residual
     row.align_dx, row.align_dy, row.align_scale = placement.alignment.dx, placement.alignment.dy, placement.alignment.scale
-    if residual > RESIDUAL_LIMIT or residual >= mark_residual(upright, placement.alpha):
+    if residual > RESIDUAL_LIMIT or residual >= mark_residual(observed, local.alpha):
         return False  # the shared mark does not fit this image (or it does not carry it): per-image restoration
+    restored = upright.copy()
+    restored[window] = restored_window
     row.inpaint_ms = _ms(started)
     row.record_restoration(stats)
     row.shared_mark = True
@@ -461,46 +490,74 @@ def remove_watermarks(
 def _estimate_shared_marks(run: _Run, reader: ArchiveReader) -> list[GroupEstimate]:
     """First pass: each frame group's sample, its detector masks and its shared mark (or why none).
 
-    Reads only the image headers of the whole archive, then decodes at most
-    ``MAX_SAMPLE`` images of a group, evenly spread over it, one group at a time: memory is
-    flat in the archive's size.  Members that cannot be read or decoded are left out.
+    Reads only the image headers of the whole archive, then decodes and detects at most
+    ``MAX_SAMPLE`` images of a group, evenly spread over it, one group at a time, in one
+    thread per detector worker: memory is flat in the archive's size.  The sample's
+    detector output is kept for the streaming pass (``run.detected``), which so detects
+    every image once.  Members that cannot be read or decoded are left out.
     """
     from collections import Counter
+    from concurrent.futures import ThreadPoolExecutor
 
-    import cv2
     import numpy as np
 
-    from clearmark.removal.imageio import decode_image
     from clearmark.removal.shared_mark import MAX_SAMPLE, MIN_IMAGES, SAMPLE_BYTES, GroupEstimate, estimate_shared_mark, frame_group
 
-    groups: dict[str, list[tuple[Member, tuple[int, int]]]] = {}
-    for member in reader.members:
+    groups: dict[str, list[tuple[int, Member, tuple[int, int]]]] = {}
+    for index, member in enumerate(reader.members):
         if member.is_dir or member.error or not is_image_name(member.path):
             continue
         shape = _upright_shape(member)
         if shape is not None:
-            groups.setdefault(frame_group(*shape), []).append((member, shape))
+            groups.setdefault(frame_group(*shape), []).append((index, member, shape))
     estimates = []
-    for group, members in groups.items():
-        reference = Counter(shape for _, shape in members).most_common(1)[0][0]
-        wanted = min(MAX_SAMPLE, SAMPLE_BYTES // (reference[0] * reference[1] * 3))
-        if len(members) < MIN_IMAGES or wanted < MIN_IMAGES:
-            reason = f"{len(members)} images of this frame; a shared mark needs {MIN_IMAGES}" if len(members) < MIN_IMAGES else "frame too large for the sample"
-            estimates.append(GroupEstimate(group, len(members), 0.0, None, reason))
-            continue
-        images, seeds = [], []
-        for position in np.unique(np.linspace(0, len(members) - 1, wanted).round().astype(int)):
-            try:
-                with members[position][0].open() as stream:
-                    upright = decode_image(stream.read(), max_pixels=run.limits.max_image_pixels).upright_rgb8()
-            except Exception:  # a corrupt or hostile member is left out of the sample; the main pass reports it
+    workers = run.options.workers
+    with _torch_threads(1 if workers > 1 and run.detector.device.type == "cpu" else None), ThreadPoolExecutor(workers) as pool:
+        for group, members in groups.items():
+            reference = Counter(shape for _, _, shape in members).most_common(1)[0][0]
+            wanted = min(MAX_SAMPLE, SAMPLE_BYTES // (reference[0] * reference[1] * 3))
+            if len(members) < MIN_IMAGES or wanted < MIN_IMAGES:
+                reason = f"{len(members)} images of this frame; a shared mark needs {MIN_IMAGES}" if len(members) < MIN_IMAGES else "frame too large for the sample"
+                estimates.append(GroupEstimate(group, len(members), 0.0, None, reason))
                 continue
-            if upright.shape[:2] != reference:
-                upright = cv2.resize(upright, reference[::-1], interpolation=cv2.INTER_AREA)
-            images.append(upright)
-            seeds.append(_detect_one(run, upright).mask > 0)
-        estimates.append(estimate_shared_mark(images, seeds, group=group))
+            positions = np.unique(np.linspace(0, len(members) - 1, wanted).round().astype(int))
+            sample = [
+                taken
+                for taken in pool.map(lambda position, members=members, reference=reference: _sample_image(run, *members[position][:2], reference), positions)
+                if taken is not None
+            ]
+            estimates.append(estimate_shared_mark([image for image, _ in sample], [seed for _, seed in sample], group=group))
     return estimates
+
+
+def _sample_image(run: _Run, index: int, member: Member, reference: tuple[int, int]) -> tuple[np.ndarray, np.ndarray] | None:
+    """One sampled image at the group's ``reference`` size and its detector mask (bool); None if unreadable.
+
+    Its detector output is kept in ``run.detected`` (not for tiled, very large images).
+    """
+    import cv2
+    import numpy as np
+
+    from clearmark.removal.imageio import decode_image
+
+    try:
+        with member.open() as stream:
+            upright = decode_image(stream.read(), max_pixels=run.limits.max_image_pixels).upright_rgb8()
+    except Exception:  # a corrupt or hostile member is left out of the sample; the main pass reports it
+        return None
+    started = time.perf_counter()
+    height, width = upright.shape[:2]
+    tiled = needs_tiling(height, width, run.options)
+    if tiled:
+        probabilities = detect_tiled(run.detector, upright, run.options)
+    else:
+        probabilities = predict(run.detector, resize_for_detector(upright, run.options)[None], run.options)[0]
+        run.detected[index] = (probabilities.astype(np.float16), _ms(started))
+    seed = probabilities_to_detection(probabilities, height, width, run.options).mask
+    if (height, width) != reference:
+        upright = cv2.resize(upright, reference[::-1], interpolation=cv2.INTER_AREA)
+        seed = cv2.resize(seed, reference[::-1], interpolation=cv2.INTER_NEAREST)
+    return upright, seed > 0
 
 
 def _upright_shape(member: Member) -> tuple[int, int] | None:
@@ -514,15 +571,6 @@ def _upright_shape(member: Member) -> tuple[int, int] | None:
     except Exception:  # not readable as an image: the main pass reports it
         return None
     return (width, height) if turned else (height, width)
-
-
-def _detect_one(run: _Run, upright: np.ndarray) -> Detection:
-    height, width = upright.shape[:2]
-    if needs_tiling(height, width, run.options):
-        probabilities = detect_tiled(run.detector, upright, run.options)
-    else:
-        probabilities = predict(run.detector, resize_for_detector(upright, run.options)[None], run.options)[0]
-    return probabilities_to_detection(probabilities, height, width, run.options)
 
 
 def _describe_estimate(estimate: GroupEstimate) -> dict[str, Any]:
