@@ -51,7 +51,7 @@ def test_synth_folder_rows_equal_the_curated_rows_of_the_same_files(synth_folder
 
 
 def test_pairs_yield_each_rows_image_and_mask(synth_folder: Path) -> None:
-    data = load_local_folder(synth_folder, "synthetic")
+    data = load_local_folder(synth_folder, "synthetic", source="synthetic")
     rows = data.manifest.tail(3)
     pairs = list(data.pairs(rows))
     assert [pair_id for pair_id, _, _ in pairs] == rows["id"].tolist()
@@ -61,9 +61,9 @@ def test_pairs_yield_each_rows_image_and_mask(synth_folder: Path) -> None:
 
 
 def test_empty_split_and_wrong_folder_say_what_to_do(synth_folder: Path, tmp_path: Path) -> None:
-    data = load_local_folder(synth_folder, "synthetic")
+    data = load_local_folder(synth_folder, "synthetic", source="synthetic")
     data.manifest = data.manifest[data.manifest["split"] == "train"]
     with pytest.raises(DatasetError, match="Split 'test' .* is empty"):
         data.split("test")
     with pytest.raises(DatasetError, match="clearmark synth"):
-        load_local_folder(tmp_path, "synthetic")
+        load_local_folder(tmp_path, "synthetic", source="synthetic")

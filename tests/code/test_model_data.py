@@ -13,7 +13,7 @@ from clearmark.settings import load_settings
 
 
 def test_augmented_pairs_keep_image_and_mask_aligned(synth_folder: Path) -> None:
-    data = load_local_folder(synth_folder, "synthetic")
+    data = load_local_folder(synth_folder, "synthetic", source="synthetic")
     rows = data.manifest.head(4)
     dataset = PairDataset(data, rows, train_augmentations(32, seed=0))
     images = [(item["image"], item["mask"]) for item in (dataset[i] for i in range(len(dataset)))]
@@ -47,7 +47,7 @@ def test_matte_targets_move_and_recolour_with_the_image_and_keep_the_blend(tmp_p
     from clearmark.model.detector import IMAGENET_MEAN, IMAGENET_STD
 
     generate_synthetic(tmp_path, 6, 3, size=96, styles="photo-train", progress=False)
-    data = load_local_folder(tmp_path, "photos")
+    data = load_local_folder(tmp_path, "photos", source="photos")
     augmentations = train_augmentations(64, seed=0)
     augmentations.input_only.transforms = augmentations.input_only.transforms[-1:]  # Normalize only: no noise, blur or JPEG
     dataset = PairDataset(data, data.manifest, augmentations, matte=True)
@@ -62,7 +62,7 @@ def test_matte_targets_move_and_recolour_with_the_image_and_keep_the_blend(tmp_p
 
 
 def test_pairs_without_a_matte_get_zeros_and_false_flags(synth_folder: Path) -> None:
-    data = load_local_folder(synth_folder, "synthetic")
+    data = load_local_folder(synth_folder, "synthetic", source="synthetic")
     item = PairDataset(data, data.manifest.head(1), train_augmentations(32, seed=0), matte=True)[0]
     assert bool(item["has_clean"]) and not bool(item["has_matte"])
     assert not item["alpha"].any() and not item["colour"].any() and item["clean"].any()

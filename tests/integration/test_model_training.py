@@ -65,6 +65,42 @@ def test_cli_trains_a_matte_network_on_photo_pairs_and_saves_a_folder_that_loads
     assert probability.shape == alpha.shape == (1, 50, 70) and colour.shape == (1, 50, 70, 3)
 
 
+def test_logged_validation_is_what_the_saved_weights_score_offline_on_the_runs_validation_rows(settings: Settings, tmp_path: Path) -> None:
+    """A matte run seeded from a mask detector (the head reshaped) logs val_iou / val_alpha_mae equal to
+    evaluate_pairs of the epoch's saved weights in a freshly built detector, on the folder loaded as
+    training loads it (load_training_data: the dataset's synthetic source names the pair ids, hence the
+    splits).  Issue 13's offline figures were higher because they read the folder under another source name."""
+    import torch
+
+    from clearmark.data.catalog import load_training_data
+    from clearmark.model.detector import DetectorConfig, build_network, load_detector_folder, save_detector
+    from clearmark.model.evaluate import evaluate_pairs
+
+    folder, checkpoints = tmp_path / "photos", tmp_path / "checkpoints"
+    generate_synthetic(folder, 32, 29, size=64, styles="photo-train", progress=False)
+    mask_config = DetectorConfig(TINY["architecture"], TINY["encoder"], TINY["image_size"], decoder_channels=TINY["decoder_channels"])
+    save_detector(build_network(mask_config), mask_config, tmp_path / "mask-start")
+    config = TrainConfig(data_dir=folder, outputs="matte", epochs=1, init_from=str(tmp_path / "mask-start"), checkpoint_dir=checkpoints, threads=1, **TINY)
+
+    result = train(settings, config)
+
+    run = mlflow_client(settings).get_run(result["run_id"])
+    logged = run.data.metrics
+    data = load_training_data(settings, config.dataset, data_dir=folder)
+    rows = data.split("val").head(config.max_val_images)
+    assert data.version == json.loads((checkpoints / "best" / "config.json").read_text())["data_version"]
+    # After the run, calibration may give the best folder a new threshold and BatchNorm statistics;
+    # the logged figures are those of the epoch's weights (last.pt) at the threshold trained with.
+    detector = load_detector_folder(checkpoints / "best", device="cpu")
+    detector.network.load_state_dict(torch.load(checkpoints / "last.pt", weights_only=False)["model"])
+    detector.config = replace(detector.config, threshold=config.threshold)
+    offline = evaluate_pairs(detector, data.matte_pairs(rows), progress=False)
+    assert offline["images"] == len(rows) == int(run.data.params["val_images"])
+    assert 0.0 < offline["iou"] < 1.0 and "alpha_mae" in offline
+    assert offline["iou"] == pytest.approx(logged["val_iou"], rel=1e-6, abs=1e-9)
+    assert offline["alpha_mae"] == pytest.approx(logged["val_alpha_mae"], rel=1e-6, abs=1e-9)
+
+
 @pytest.mark.slow
 def test_cli_trains_logs_to_mlflow_and_pyfunc_loads_at_any_size(settings: Settings, synth_folder: Path) -> None:
     process = _cli(settings, "train", "--data-dir", str(synth_folder), "--epochs", "2", "--run-name", "cli-test", *TINY_CLI)

@@ -167,7 +167,7 @@ def load_training_data(settings: Settings, dataset: str | None = None, version: 
 
     dataset = dataset or settings.dataset
     if data_dir is not None:
-        return load_local_folder(Path(data_dir), dataset, synthetic_source_name(settings, dataset))
+        return load_local_folder(Path(data_dir), dataset, source=synthetic_source_name(settings, dataset))
     store = ObjectStore(settings)
     try:
         return fetch_version(store, dataset, latest_version(store, dataset) if version in (None, "", "latest") else version)

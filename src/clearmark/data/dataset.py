@@ -104,8 +104,8 @@ def read_alpha(path: Path) -> np.ndarray:
     return (values / np.float32(65535 if values.dtype != np.uint8 else 255)).astype(np.float32)
 
 
-def synthetic_folder_manifest(folder: Path, source: str = "synthetic") -> pd.DataFrame:
-    """Manifest of a ``clearmark synth`` folder; ids ``<source>/<stem>``, stable splits."""
+def synthetic_folder_manifest(folder: Path, *, source: str) -> pd.DataFrame:
+    """Manifest of a ``clearmark synth`` folder; ids ``<source>/<stem>``, split by ``stable_split(id)``."""
     from PIL import Image
 
     from clearmark.data.images import IMAGE_SUFFIXES
@@ -136,8 +136,16 @@ def synthetic_folder_manifest(folder: Path, source: str = "synthetic") -> pd.Dat
     return manifest_frame(rows)
 
 
-def load_local_folder(folder: Path, dataset: str, source: str = "synthetic") -> LocalDataset:
-    """A local folder in the curated layout or the ``clearmark synth`` layout."""
+def load_local_folder(folder: Path, dataset: str, *, source: str) -> LocalDataset:
+    """A local folder in the curated layout or the ``clearmark synth`` layout.
+
+    A ``clearmark synth`` folder's pair ids, and so its train/val/test splits, depend on
+    ``source``: the same folder under another source name splits differently, and most of
+    one's validation rows are the other's training rows.  Training, evaluation and
+    calibration pass ``dataset``'s synthetic source from the sources file, through
+    :func:`clearmark.data.catalog.load_training_data`; load a folder that way to score a
+    run's detector on the rows it was validated on.
+    """
     import pandas as pd
 
     from clearmark.data.manifest import with_matte_columns
@@ -146,7 +154,7 @@ def load_local_folder(folder: Path, dataset: str, source: str = "synthetic") -> 
     if (folder / MANIFEST).is_file():
         manifest = with_matte_columns(pd.read_parquet(folder / MANIFEST))
     elif (folder / "watermarked").is_dir() and (folder / "masks").is_dir():
-        manifest = synthetic_folder_manifest(folder, source)
+        manifest = synthetic_folder_manifest(folder, source=source)
     else:
         raise DatasetError(
             f"{folder} is neither a curated version ({MANIFEST}) nor a `clearmark synth` folder "
