@@ -4,12 +4,19 @@ Reviews are the folders ``clearmark.removal.review`` uploads to
 ``reports/reviews/<date>/<archive>/``; flags are ``clearmark.data.feedback`` events, keyed
 by the reviewed archive's content hash and model version (read from the review's
 ``summary.json``), so a review of the same content shows the same flags.
+
+A published review holds no copy of a full-size image the inbox and outbox archives can
+serve: ``review.json``'s ``served_from`` names the span of the archive object (bucket, key,
+offset, size, deflated) that holds it, and :func:`stream_file` reads that span alone.  A
+flag copies the flagged original into the review, where the feedback dataset reads it.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import zlib
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 from fastapi import HTTPException
 from fastapi.responses import StreamingResponse
@@ -42,14 +49,51 @@ def stored_summary(store: ObjectStore, review_date: str, archive: str) -> dict[s
 
 
 def stream_file(store: ObjectStore, review_date: str, archive: str, file_path: str) -> StreamingResponse:
+    """A file of the review: its object, or for a full-size image not copied, the archive span that holds it."""
     from clearmark.removal.review import content_type
 
     prefix = _prefix(review_date, archive)
     bucket = store.settings.reports_bucket
-    if not _REVIEW_FILE.match(file_path) or not store.exists(bucket, prefix + file_path):
-        raise HTTPException(status_code=404, detail=f"No file {file_path!r} in the review of {archive!r} on {review_date}.")
-    body = store.client.get_object(Bucket=bucket, Key=prefix + file_path)["Body"]
-    return StreamingResponse(body.iter_chunks(1024 * 1024), media_type=content_type(file_path))
+    if _REVIEW_FILE.match(file_path):
+        if store.exists(bucket, prefix + file_path):
+            body = store.client.get_object(Bucket=bucket, Key=prefix + file_path)["Body"]
+            return StreamingResponse(body.iter_chunks(1024 * 1024), media_type=content_type(file_path))
+        if file_path.startswith("full/") and (span := _served_span(store, prefix, file_path)) is not None:
+            return StreamingResponse(_span_chunks(store, span), media_type=content_type(file_path))
+    raise HTTPException(status_code=404, detail=f"No file {file_path!r} in the review of {archive!r} on {review_date}.")
+
+
+def _served_span(store: ObjectStore, prefix: str, file_path: str) -> dict[str, Any] | None:
+    """Where the review says a full-size image lies; only spans of the inbox and outbox buckets are read."""
+    key = prefix + "review.json"
+    if not store.exists(store.settings.reports_bucket, key):
+        return None
+    span = json.loads(store.get_bytes(store.settings.reports_bucket, key)).get("served_from", {}).get(file_path)
+    if span is None or span["bucket"] not in (store.settings.inbox_bucket, store.settings.outbox_bucket):
+        return None
+    return span
+
+
+def _span_chunks(store: ObjectStore, span: dict[str, Any]) -> Iterator[bytes]:
+    """The bytes of an archive member: one ranged GET, inflated when the zip deflated it."""
+    first, last = span["offset"], span["offset"] + span["size"] - 1
+    body = store.client.get_object(Bucket=span["bucket"], Key=span["key"], Range=f"bytes={first}-{last}")["Body"]
+    inflate = zlib.decompressobj(-zlib.MAX_WBITS) if span["deflated"] else None
+    for chunk in body.iter_chunks(1024 * 1024):
+        yield inflate.decompress(chunk) if inflate else chunk
+    if inflate:
+        yield inflate.flush()
+
+
+def _keep_original(store: ObjectStore, prefix: str, name: str) -> str:
+    """The reports-bucket key of a full-size image of the review, copied there first if it was served from its archive."""
+    bucket, key = store.settings.reports_bucket, prefix + name
+    if not store.exists(bucket, key):
+        span = _served_span(store, prefix, name)
+        if span is None:
+            raise HTTPException(status_code=404, detail=f"The review has no full-size image {name!r} to keep with the flag.")
+        store.put_bytes(bucket, key, b"".join(_span_chunks(store, span)))
+    return key
 
 
 def _reviewed(summary: dict[str, Any]) -> tuple[str, str]:
@@ -80,7 +124,9 @@ def record(store: ObjectStore, review_date: str, archive: str, member: str, flag
     if row is None:
         raise HTTPException(status_code=422, detail=f"{member!r} is not a pictured image of this review.")
     try:
-        saved = record_flag(store, Flag(sha, version, member, flag, user, archive=archive, original_key=prefix + row["before"]))
+        Flag(sha, version, member, flag, user).check()  # a bad flag is refused before anything is copied
+        original_key = _keep_original(store, prefix, row["before"])  # the feedback dataset reads the flagged original there
+        saved = record_flag(store, Flag(sha, version, member, flag, user, archive=archive, original_key=original_key))
     except FlagError as exc:
         raise HTTPException(status_code=422, detail=str(exc)) from exc
     return asdict(saved)

@@ -67,6 +67,23 @@ def test_removal_rows_name_the_backend_and_show_each_other_backend_of_the_run() 
     assert other[:4] == ("removal end to end, 200-image archive on the torch-cpu-f32 backend (same run)", "12.0 img/s (detect 150.0 ms per image)", "naive loop 6.0 img/s", "2.0×")
 
 
+def test_review_rows_show_each_archive_s_review_cost_against_its_removal_and_the_10_percent_target() -> None:
+    removal = _removal(e2e=21.0, naive=6.0, rss_small=700, rss_large=720)
+    cost = {"200": (9.5, 1.4, 200), "2000": (95.0, 7.6, 480)}  # removal s, review s, images pictured
+    for size, (seconds, review_s, pictured) in cost.items():
+        removal["archives"][size] |= {"images": int(size), "seconds": seconds, "review_s": review_s,
+                                      "review_share_of_removal": round(review_s / seconds, 3), "review_pictured": pictured}  # fmt: skip
+    rows = {row[0]: row[1:] for row in _removal_rows(removal, gpu=False) if row[0].startswith("review page")}
+    assert rows == {
+        "review page, 200-image archive: build and upload (200 of 200 images pictured)": ("1.4 s", "removal of the archive 9.5 s", "14.7% of removal", "≤ 10% of removal: **missed**"),
+        "review page, 2000-image archive: build and upload (480 of 2000 images pictured)": ("7.6 s", "removal of the archive 95.0 s", "8.0% of removal", "≤ 10% of removal: met"),
+    }  # fmt: skip
+    del removal["archives"]["200"]["review_s"]  # a result saved before the review page: no row, no error
+    assert [row[0] for row in _removal_rows(removal, gpu=False) if row[0].startswith("review page")] == [
+        "review page, 2000-image archive: build and upload (480 of 2000 images pictured)"
+    ]
+
+
 def test_stage_row_shows_time_per_image_in_each_stage_against_wall_time() -> None:
     [stages] = [row for row in _removal_rows(_removal(e2e=20.0, naive=7.0, rss_small=700, rss_large=720), gpu=False) if "stages" in row[0]]
     assert stages[0] == "removal stages, 2000-image archive: ms per image inside each stage (threads overlap), decode / detect / inpaint / encode"

@@ -15,7 +15,7 @@ from PIL import Image
 from clearmark.data.feedback import Flag, FlagError, current_flags, field_quality
 from clearmark.model.inference import DetectionOptions
 from clearmark.removal.pipeline import remove_watermarks, sidecar
-from clearmark.removal.review import ReviewOptions, build_review, doubt, review_rows, thumbnail_strip
+from clearmark.removal.review import ReviewOptions, StoredArchive, build_review, doubt, member_spans, review_rows, thumbnail_strip
 from tests.support.hostile_archives import clean_rgb, encode, watermarked_rgb
 
 OPTIONS = DetectionOptions(threshold=0.5, dilate_px=3, batch_size=3)
@@ -80,14 +80,27 @@ def test_review_folder_pictures_the_most_doubtful_images_and_lists_all(cleaned, 
     # The four most doubtful are tried, none other; the undecodable one (copied unchanged) says why it has no picture.
     assert [r["member"] for r in pictured] == [r["member"] for r in rows[1:4]] and summary["pictured"] == 3
     assert rows[0]["member"] == "trip/broken.jpg" and "UnidentifiedImageError" in rows[0]["picture_error"]
-    assert sorted(p.name for p in (folder / "thumbs").iterdir()) == sorted(Path(r["thumb"]).name for r in pictured)
-    for row in pictured:
-        with zipfile.ZipFile(source) as archive:
-            assert (folder / row["before"]).read_bytes() == archive.read(row["member"])  # full size, untouched
-        with zipfile.ZipFile(output) as archive:
-            assert (folder / row["after"]).read_bytes() == archive.read(row["member"])
-        strip = Image.open(folder / row["thumb"])
-        assert strip.format == "JPEG" and strip.height <= 48 and (folder / row["thumb"]).stat().st_size < 60_000
+    # One sprite per gallery page of the pictured rows (3 per page: rows 0-2, then row 3).
+    assert sorted(p.name for p in (folder / "thumbs").iterdir()) == ["000000.jpg", "000001.jpg"]
+    assert [r["thumb"] for r in pictured] == ["thumbs/000000.jpg", "thumbs/000000.jpg", "thumbs/000001.jpg"]
+    assert not stored["served_from"]  # a local review copies its full-size images
+    with zipfile.ZipFile(source) as before, zipfile.ZipFile(output) as after, zipfile.ZipFile(masks) as mask_zip:
+        for row in pictured:
+            assert (folder / row["before"]).read_bytes() == before.read(row["member"])  # full size, untouched
+            assert (folder / row["after"]).read_bytes() == after.read(row["member"])
+            sprite = Image.open(folder / row["thumb"])
+            x, y, width, height, sprite_width, sprite_height = row["thumb_box"]
+            assert sprite.format == "JPEG" and sprite.size == (sprite_width, sprite_height) and height <= 48
+            assert (folder / row["thumb"]).stat().st_size < 60_000 * 3
+            # Its cell of the sprite is the row's own strip (JPEG's loss aside), not another row's.
+            cell = np.asarray(sprite.crop((x, y, x + width, y + height)), dtype=int)
+            strips = {
+                other["member"]: thumbnail_strip(before.read(other["member"]), after.read(other["member"]), mask_zip.read(other["member"] + ".mask.png"), 48)
+                for other in pictured
+            }  # fmt: skip
+            assert strips[row["member"]].size == (width, height)
+            errors = {member: np.abs(cell - np.asarray(strip, dtype=int)).mean() for member, strip in strips.items() if strip.size == (width, height)}
+            assert min(errors, key=errors.get) == row["member"] and errors[row["member"]] < 10, errors
     page = (folder / "index.html").read_text()
     assert "<script src" not in page and "http" not in re.sub(r'"(before|after|thumb)": "[^"]*"', "", page)  # no CDN, nothing remote
     embedded = json.loads(re.search(r'<script id="review-data" type="application/json">(.*?)</script>', page, re.S).group(1))
@@ -97,10 +110,62 @@ def test_review_folder_pictures_the_most_doubtful_images_and_lists_all(cleaned, 
 def test_a_rebuild_replaces_the_folder_and_keeps_nothing_stale(cleaned, tmp_path: Path) -> None:  # noqa: ANN001
     source, output, masks, report = cleaned
     folder = tmp_path / "r"
-    build_review(source, output, report, folder, masks=masks, archive="a.zip", options=ReviewOptions(max_images=8))
-    build_review(source, output, report, folder, masks=masks, archive="a.zip", options=ReviewOptions(max_images=2))
+    build_review(source, output, report, folder, masks=masks, archive="a.zip", options=ReviewOptions(max_images=8, page_size=2))
+    assert len(list((folder / "thumbs").iterdir())) == 4
+    build_review(source, output, report, folder, masks=masks, archive="a.zip", options=ReviewOptions(max_images=2, page_size=2))
     assert len(list((folder / "thumbs").iterdir())) == 1
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def _member_bytes(local: Path, span: dict) -> bytes:
+    import zlib
+
+    with open(local, "rb") as raw:
+        raw.seek(span["offset"])
+        data = raw.read(span["size"])
+    return zlib.decompress(data, -zlib.MAX_WBITS) if span["deflated"] else data
+
+
+def test_member_spans_locate_each_image_inside_a_zip_tar_or_folder_and_not_a_tar_gz(tmp_path: Path) -> None:
+    import tarfile
+
+    images = {f"a/{index}.jpg": encode(watermarked_rgb(32, 48, index), "JPEG") for index in range(3)}
+    stored_zip, deflated_zip = tmp_path / "stored.zip", tmp_path / "deflated.zip"
+    for path, method in ((stored_zip, zipfile.ZIP_STORED), (deflated_zip, zipfile.ZIP_DEFLATED)):
+        with zipfile.ZipFile(path, "w", method) as archive:
+            archive.writestr("notes.txt", b"x" * 1000)
+            for name, data in images.items():
+                archive.writestr(zipfile.ZipInfo(name), data, compress_type=method)  # local extra fields differ per writer
+    (tmp_path / "folder" / "a").mkdir(parents=True)
+    for suffix, mode in ((".tar", "w"), (".tar.gz", "w:gz")):
+        with tarfile.open(tmp_path / f"photos{suffix}", mode) as archive:
+            for name, data in images.items():
+                (tmp_path / "folder" / name).write_bytes(data)
+                archive.add(tmp_path / "folder" / name, name)
+    wanted = {"a/0.jpg", "a/2.jpg"}
+    for local in (stored_zip, deflated_zip, tmp_path / "photos.tar"):
+        spans = member_spans(local, StoredArchive("outbox", "k.zip"), wanted)
+        assert set(spans) == wanted and all(span["bucket"] == "outbox" and span["key"] == "k.zip" for span in spans.values())
+        assert {name: _member_bytes(local, span) for name, span in spans.items()} == {name: images[name] for name in wanted}
+        assert all(span["deflated"] is (local == deflated_zip) for span in spans.values())
+    folder = member_spans(tmp_path / "folder", StoredArchive("inbox", "processed/photos/"), wanted)
+    assert folder["a/2.jpg"] == {"bucket": "inbox", "key": "processed/photos/a/2.jpg", "offset": 0, "size": len(images["a/2.jpg"]), "deflated": False}
+    assert member_spans(tmp_path / "photos.tar.gz", StoredArchive("inbox", "p.tar.gz"), wanted) == {}  # reads only forward: copied
+
+
+def test_a_review_of_stored_archives_serves_full_size_images_from_them_instead_of_copying(cleaned, tmp_path: Path) -> None:  # noqa: ANN001
+    source, output, masks, report = cleaned
+    stored = (StoredArchive("inbox", "processed/photos.zip"), StoredArchive("outbox", "photos.zip"))
+    emitted: list[str] = []
+    build_review(source, output, report, tmp_path / "r", masks=masks, archive="photos.zip", stored=stored, emit=lambda name, _: emitted.append(name))
+    review = json.loads((tmp_path / "r" / "review.json").read_text())
+    pictured = [r for r in review["rows"] if "thumb" in r]
+    assert pictured and not list((tmp_path / "r" / "full").iterdir()) and not [n for n in emitted if n.startswith("full/")]
+    assert emitted == ["thumbs/000000.jpg"]  # one object for the page's thumbnails
+    for row in pictured:
+        for side, local in (("before", source), ("after", output)):
+            span = review["served_from"][row[side]]
+            assert span["bucket"] == stored[side == "after"].bucket and _member_bytes(local, span) == zipfile.ZipFile(local).read(row["member"])
 
 
 def test_the_overlay_panel_is_red_where_the_mask_is_and_the_strip_is_upright() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -93,3 +94,44 @@ def test_plugin_app_admits_only_airflow_users(airflow_db: object, settings: Sett
     assert guarded.get("/reports/2026-11-22/a.zip", headers={"Authorization": "Bearer not-a-token"}).status_code == 403
     assert guarded.get("/reports/2026-11-22/a.zip", cookies={"_token": token}).content == HTML
     assert guarded.get("/api/reports", headers={"Authorization": f"Bearer {token}"}).json()[0]["archive"] == "a.zip"
+
+
+def test_a_published_review_serves_full_size_images_from_the_archives_and_a_flag_keeps_the_original(
+    settings: Settings, store: ObjectStore, tmp_path: Path
+) -> None:
+    import zipfile
+
+    from clearmark.removal.review import publish_review
+    from clearmark.storage import sha256_file
+    from clearmark_drift import reviews
+    from tests.support.hostile_archives import encode, watermarked_rgb
+
+    originals = {f"p/{index}.jpg": encode(watermarked_rgb(64, 48, index), "JPEG", quality=90) for index in range(3)}
+    inbox, outbox = tmp_path / "in.zip", tmp_path / "out.zip"
+    with zipfile.ZipFile(inbox, "w", zipfile.ZIP_DEFLATED) as deflated, zipfile.ZipFile(outbox, "w") as stored:
+        for index, (name, data) in enumerate(originals.items()):
+            deflated.writestr(name, data)
+            stored.writestr(name, encode(watermarked_rgb(64, 48, index + 10), "JPEG", quality=90))
+    report = {"threshold": 0.5, "model_version": "7", "rows": [{"path": n, "status": "cleaned", "mask_coverage": 0.1, "confidence": 0.9} for n in originals]}
+    store.put_file(settings.inbox_bucket, "processed/trip.zip", inbox)
+    store.put_file(settings.outbox_bucket, "trip.zip", outbox)
+    store.put_bytes(settings.outbox_bucket, "trip.zip.report.json", json.dumps(report).encode())
+    result = {"status": "ok", "name": "trip.zip", "content_sha256": sha256_file(inbox), "processed_key": "processed/trip.zip",
+              "outbox_key": "trip.zip", "report_key": "trip.zip.report.json", "finished_at": "2026-11-23T09:00:00+00:00"}  # fmt: skip
+    review = publish_review(settings, result)
+
+    assert not list(store.list(settings.reports_bucket, review["prefix"] + "full/"))  # no copies uploaded
+    assert [o.key.removeprefix(review["prefix"]) for o in store.list(settings.reports_bucket, review["prefix"] + "thumbs/")] == ["thumbs/000000.jpg"]
+    rows = json.loads(store.get_bytes(settings.reports_bucket, review["prefix"] + "review.json"))["rows"]
+    client = TestClient(create_app())
+    with zipfile.ZipFile(outbox) as cleaned:
+        for row in rows:
+            before = client.get(f"/{review['prefix']}{row['before']}")
+            assert before.status_code == 200 and before.headers["content-type"] == "image/jpeg"
+            assert before.content == originals[row["member"]]  # inflated from the deflated inbox zip
+            assert client.get(f"/{review['prefix']}{row['after']}").content == cleaned.read(row["member"])
+    assert client.get(f"/{review['prefix']}full/000099.before.jpg").status_code == 404
+
+    saved = reviews.record(store, "2026-11-23", "trip.zip", rows[0]["member"], "watermark_left", "ann")
+    assert saved["original_key"] == review["prefix"] + rows[0]["before"]
+    assert store.get_bytes(settings.reports_bucket, saved["original_key"]) == originals[rows[0]["member"]]  # kept for the feedback dataset

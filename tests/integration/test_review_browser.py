@@ -1,7 +1,8 @@
 """The review page in a real headless Chromium (Debian's, driven by Playwright).
 
-* A 2,000-image review opened as a file: one page of thumbnails loads, no full-size image
-  until a row is opened, and the before/after comparison opens on a click.
+* A 2,000-image review opened as a file: one page of thumbnails loads (one sprite, each
+  card showing its own cell of it), no full-size image until a row is opened, and the
+  before/after comparison opens on a click.
 * Through a real Airflow API server with the plugin: a signed-in user's flag set in the
   browser is stored, anonymous flags are refused, and the daily aggregation counts the
   flag on the MLflow model version.
@@ -9,6 +10,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -22,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from clearmark.removal.review import ReviewOptions, build_review, publish_review
 from clearmark.settings import REPO_ROOT, Settings
@@ -66,13 +69,27 @@ def test_a_2000_image_review_loads_one_page_and_full_images_only_on_click(browse
     requested: list[str] = []
     page.on("request", lambda request: requested.append(request.url))
     page.goto((tmp_path / "big.review" / "index.html").as_uri())
-    page.wait_for_selector("article.card img")
+    page.wait_for_selector("article.card .thumb")
     page.wait_for_load_state("networkidle")
 
     assert page.locator("article.card").count() == 48
     assert "page 1 of 42 (2000 images)" in page.inner_text("#pages")
+    # The page's thumbnails come in one sprite, and each card shows its own cell of it.
+    rows = json.loads((tmp_path / "big.review" / "review.json").read_text())["rows"]
     thumbs = [url for url in requested if "/thumbs/" in url]
-    assert 0 < len(thumbs) <= 48 and not [url for url in requested if "/full/" in url]
+    assert [url.rsplit("/", 2)[-2:] for url in thumbs] == [["thumbs", "000000.jpg"]] and {r["thumb"] for r in rows[:48]} == {"thumbs/000000.jpg"}
+    assert not [url for url in requested if "/full/" in url]
+    sprite = Image.open(tmp_path / "big.review" / "thumbs" / "000000.jpg").convert("RGB")
+    for index in (0, 1, 47):
+        shown = Image.open(io.BytesIO(page.locator("article.card .thumb").nth(index).screenshot())).convert("RGB")
+        cells = {}
+        for row in rows[:48]:
+            x, y, width, height = row["thumb_box"][:4]
+            cell = sprite.crop((x, y, x + width, y + height)).resize(shown.size, Image.Resampling.BILINEAR)
+            cells[row["n"]] = np.abs(np.asarray(shown, dtype=int) - np.asarray(cell, dtype=int)).mean()
+        picture = {row["n"]: int(row["member"][2:7]) % 7 for row in rows[:48]}  # the archive repeats 7 pictures
+        best = min(cells, key=cells.get)
+        assert picture[best] == picture[rows[index]["n"]] and cells[rows[index]["n"]] < 12, (index, sorted(cells.values())[:3])
 
     page.locator("article.card .pic").first.click()
     page.wait_for_selector("#viewer.open")

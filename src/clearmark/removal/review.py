@@ -4,16 +4,25 @@
 removal wrote it) ``<output>.masks.zip``, one image at a time, and writes a folder::
 
     index.html    static and self-contained (inline CSS and JS, the rows inline): opens as a file
-    review.json   the rows the page shows, and the summary
+    review.json   the rows the page shows, the summary, and where served full-size images lie
     summary.json  the small summary the Airflow plugin lists (written last)
-    thumbs/N.jpg  original | mask overlay | cleaned, side by side
+    thumbs/P.jpg  one sprite per gallery page: each pictured row's strip (original | mask
+                  overlay | cleaned, side by side) in a cell of its own (``thumb_box``)
     full/N.before.<ext>, full/N.after.<ext>   full size, loaded only when a row is opened
 
-Every image of the report is listed; thumbnails and full-size copies are made for the
+Every image of the report is listed; thumbnails and full-size images are made for the
 ``max_images`` most doubtful ones only, so the cost stays bounded however large the
 archive.  :func:`publish_review` does the same for an inbox item and uploads the folder to
 ``reports/reviews/<date>/<archive>/``; :func:`review_next_to` writes ``OUTPUT.review/``
 for ``clearmark remove --review``.
+
+The cost is in objects more than in pixels (each upload is a round trip through the S3
+gateway on the same cores), so a published review holds a few objects per gallery page:
+one sprite of thumbnails, and no full-size copies where the plugin can serve the image
+straight from the inbox and outbox archives (``served_from``: a zip member stored or
+deflated, an uncompressed tar member, a folder's object; see :func:`member_spans`).  A
+tar.gz and formats a browser does not show (TIFF: a JPEG copy) are copied as before, and
+so is everything in a local ``OUTPUT.review/``, which opens as a file.
 """
 
 from __future__ import annotations
@@ -36,8 +45,11 @@ from clearmark.removal.report import RESTORATIONS
 from clearmark.storage import list_dated_summaries, validate_report_id
 
 if TYPE_CHECKING:
+    from concurrent.futures import Future
+
     from PIL import Image
 
+    from clearmark.removal.archive import Member
     from clearmark.removal.pipeline import RemovalOutputs
     from clearmark.settings import Settings
     from clearmark.storage import ObjectStore
@@ -51,7 +63,8 @@ PAGE_TEMPLATE = Path(__file__).resolve().parents[1] / "assets" / "review.html"
 _BROWSER_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp"})
 _OVERLAY_RGB = (230, 30, 60)
 _PICTURE_THREADS = 4
-_UPLOAD_THREADS = 16  # many small objects: the time is round trips, not bandwidth
+_UPLOAD_THREADS = 8  # a sprite per page and the rare copies: round trips, not bandwidth
+_GAP = 4  # px between the panels of a strip and between the cells of a sprite (no bleeding when scaled)
 Emit = Callable[[str, bytes], None]  # (file name in the review folder, its bytes)
 
 
@@ -60,7 +73,7 @@ class ReviewOptions:
     """How much a review builds: the page size and how many images get pictures."""
 
     page_size: int = 48
-    max_images: int = 480  # thumbnails and full-size copies for the most doubtful images only
+    max_images: int = 480  # thumbnails and full-size images for the most doubtful images only
     thumb_side: int = 224  # long side of each of the three panels, px
 
 
@@ -133,24 +146,33 @@ def build_review(
     options: ReviewOptions | None = None,
     limits: Limits | None = None,
     emit: Emit | None = None,
+    stored: tuple[StoredArchive, StoredArchive] | None = None,
 ) -> dict[str, Any]:
     """Write the review folder ``out_dir`` (replaced atomically) and return its summary.
 
     ``emit(name, data)`` gets each picture (``thumbs/...``, ``full/...``) as it is written, so
     :func:`publish_review` uploads them while the others are made; the page files come after.
+    ``stored`` says where ``original`` and ``cleaned`` lie in object storage: full-size images
+    that can be read from there are not copied, ``review.json``'s ``served_from`` says where
+    each lies, and the plugin serves them under the same names.
     """
     options = options or ReviewOptions()
     started = time.perf_counter()
     rows = review_rows(report)
     showable = [row for row in rows if row["status"] != "error" or _readable(row)]
-    pictured = {row["member"]: row for row in showable[: options.max_images]}
+    pictured = showable[: options.max_images]
+    spans: tuple[dict[str, Any], dict[str, Any]] = ({}, {})
+    if stored is not None and pictured:
+        shown_as_is = {row["member"] for row in pictured if Path(row["member"]).suffix.lower() in _BROWSER_SUFFIXES}
+        spans = (member_spans(original, stored[0], shown_as_is), member_spans(cleaned, stored[1], shown_as_is))
+    served: dict[str, dict[str, Any]] = {}
     work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=_mkdir(out_dir.parent)))
     try:
         (work / "thumbs").mkdir()
         (work / "full").mkdir()
-        _write_pictures(original, cleaned, masks, pictured, work, options, limits or Limits(), emit)
+        _write_pictures(original, cleaned, masks, pictured, work, options, limits or Limits(), emit, spans, served)
         summary = _summary(report, rows, archive, content_sha256, review_date, options, time.perf_counter() - started)
-        (work / "review.json").write_text(json.dumps({"summary": summary, "rows": rows}), encoding="utf-8")
+        (work / "review.json").write_text(json.dumps({"summary": summary, "rows": rows, "served_from": served}), encoding="utf-8")
         (work / "index.html").write_text(render_page(summary, rows), encoding="utf-8")
         (work / SUMMARY_FILE).write_text(json.dumps(summary, indent=2), encoding="utf-8")
         if out_dir.exists():
@@ -170,6 +192,58 @@ def _mkdir(path: Path) -> Path:
 def _readable(row: dict[str, Any]) -> bool:
     """An error row whose original was still copied to the output can be shown."""
     return "copied unchanged" in row["error"]
+
+
+@dataclass(frozen=True)
+class StoredArchive:
+    """Where an archive (or a ``folder/`` prefix) lies in object storage, so its members can be served from it."""
+
+    bucket: str
+    key: str
+
+
+def member_spans(local: Path, stored: StoredArchive, members: set[str]) -> dict[str, dict[str, Any]]:
+    """Where each of ``members`` lies inside ``stored``, as the plugin reads it with one ranged GET.
+
+    ``{member: {bucket, key, offset, size, deflated}}`` for the members of a zip (stored or
+    deflated), an uncompressed tar or a folder (one object each); a tar.gz and any other zip
+    compression have no such span, and their members are copied into the review instead.
+    ``local`` is the downloaded copy of ``stored``, the one the review reads.
+    """
+    import struct
+    import tarfile
+    import zipfile
+
+    from clearmark.removal.archive import detect_kind, safe_relative_path
+
+    def span(key: str, offset: int, size: int, deflated: bool = False) -> dict[str, Any]:
+        return {"bucket": stored.bucket, "key": key, "offset": offset, "size": size, "deflated": deflated}
+
+    spans: dict[str, dict[str, Any]] = {}
+    kind = detect_kind(local)
+    if kind == "folder":
+        for member in members:
+            spans[member] = span(stored.key + member, 0, (local / member).stat().st_size)
+    elif kind == "zip":
+        with zipfile.ZipFile(local) as archive, open(local, "rb") as raw:
+            for info in archive.infolist():
+                name = safe_relative_path(info.filename)
+                if name not in members or name in spans or info.flag_bits & 0x1 or info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+                    continue
+                raw.seek(info.header_offset)
+                header = raw.read(30)  # the local header: its name and extra field lengths say where the data starts
+                if header[:4] != b"PK\x03\x04":
+                    continue
+                name_length, extra_length = struct.unpack("<HH", header[26:30])
+                offset = info.header_offset + 30 + name_length + extra_length
+                spans[name] = span(stored.key, offset, info.compress_size, info.compress_type == zipfile.ZIP_DEFLATED)
+    elif kind == "tar":
+        with tarfile.open(local, "r:") as archive:
+            for info in archive:
+                name = safe_relative_path(info.name)
+                if name in members and name not in spans and info.isreg() and not info.issparse():
+                    spans[name] = span(stored.key, info.offset_data, info.size)
+    return spans
 
 
 def _summary(
@@ -196,68 +270,128 @@ def _summary(
 
 
 def _write_pictures(
-    original: Path, cleaned: Path, masks: Path | None, pictured: dict[str, dict[str, Any]],
-    out: Path, options: ReviewOptions, limits: Limits, emit: Emit | None,
+    original: Path, cleaned: Path, masks: Path | None, pictured: list[dict[str, Any]], out: Path, options: ReviewOptions,
+    limits: Limits, emit: Emit | None, spans: tuple[dict[str, Any], dict[str, Any]], served: dict[str, dict[str, Any]],
 ) -> None:  # fmt: skip
-    """Thumbnail strip and full-size copies of each pictured row.
+    """Sprites of thumbnail strips and the full-size images of the ``pictured`` rows (most doubtful first).
 
-    The archives are read in one thread (a tar.gz reads forward); the pictures are made in
-    ``_PICTURE_THREADS`` (Pillow's decoding, resizing and encoding release the GIL), with at
-    most two images per thread in memory.
+    The archives are read in one thread, most doubtful first (a tar.gz, which reads only
+    forward, in its own order); the strips are made in ``_PICTURE_THREADS`` (Pillow's
+    decoding, resizing and encoding release the GIL), with at most two images per thread in
+    memory, and each page's sprite is encoded as soon as its last strip is in.
     """
     import contextlib
     import zipfile
     from collections import deque
-    from concurrent.futures import Future, ThreadPoolExecutor
+    from concurrent.futures import ThreadPoolExecutor
 
     if not pictured:
         return
+    sprites = _Sprites(pictured, options.page_size, options.thumb_side, out, emit)
+    by_member = {row["member"]: row for row in pictured}
     with (
         ArchiveReader(original, limits) as before_reader,
         ArchiveReader(cleaned, limits) as after_reader,
         zipfile.ZipFile(masks) if masks is not None and masks.is_file() else contextlib.nullcontext() as mask_zip,
         ThreadPoolExecutor(max_workers=_PICTURE_THREADS) as pool,
     ):
-        after_members = {m.path: m for m in after_reader.members if not m.is_dir}
-        mask_names = set(mask_zip.namelist()) if mask_zip is not None else set()
-        pending: deque[Future[None]] = deque()
-        # The original in its own order, the cleaned one by name.
+        before_members: dict[str, Member] = {}
         for member in before_reader.members:
-            row = pictured.get(member.path)
-            after = after_members.get(member.path)
-            if row is None or after is None or member.error:
-                continue
+            if member.path in by_member and not member.is_dir and not member.error:
+                before_members.setdefault(member.path, member)
+        after_members = {m.path: m for m in after_reader.members if not m.is_dir and not m.error}
+        mask_names = set(mask_zip.namelist()) if mask_zip is not None else set()
+        ordered = list(before_members.values()) if before_reader.kind == "tar.gz" else [before_members[r["member"]] for r in pictured if r["member"] in before_members]
+        for row in pictured:
+            if row["member"] not in before_members or row["member"] not in after_members:
+                sprites.add(row, None)
+        pending: deque[tuple[dict[str, Any], Future[Image.Image | None]]] = deque()
+        for member in ordered:
+            row, after = by_member[member.path], after_members[member.path]
             with member.open() as stream:
                 before_bytes = stream.read()
             with after.open() as stream:
                 after_bytes = stream.read()
             mask_name = member.path + ".mask.png"
             mask_bytes = mask_zip.read(mask_name) if mask_zip is not None and mask_name in mask_names else None
-            pending.append(pool.submit(_picture, row, before_bytes, after_bytes, mask_bytes, out, options.thumb_side, emit))
+            pending.append((row, pool.submit(_picture, row, before_bytes, after_bytes, mask_bytes, out, options.thumb_side, emit, spans, served)))
             if len(pending) >= 2 * _PICTURE_THREADS:
-                pending.popleft().result()
-        for picture in pending:
-            picture.result()
+                sprites.add(*_result(pending.popleft()))
+        while pending:
+            sprites.add(*_result(pending.popleft()))
 
 
-def _picture(row: dict[str, Any], before: bytes, after: bytes, mask: bytes | None, out: Path, side: int, emit: Emit | None) -> None:
-    """One row's thumbnail strip and full-size copies; an image Pillow cannot show is listed without them."""
+def _result(pending: tuple[dict[str, Any], Future[Image.Image | None]]) -> tuple[dict[str, Any], Image.Image | None]:
+    return pending[0], pending[1].result()
+
+
+class _Sprites:
+    """The thumbnail strips of each gallery page packed into one JPEG: an object per page, not per image.
+
+    The ``pictured`` rows, most doubtful first, fill the sprites page by page; each row has a
+    cell of ``3 * side + 2 * _GAP`` by ``side`` px, so a sprite's size is known before its
+    strips are made, and its row records ``thumb_box``: x, y, width, height of its strip and
+    the sprite's width and height (what the page's CSS needs to show that cell alone).
+    """
+
+    def __init__(self, pictured: list[dict[str, Any]], per_sprite: int, side: int, out: Path, emit: Emit | None) -> None:
+        from collections import Counter
+
+        self.out, self.emit = out, emit
+        self.cell = (3 * side + 2 * _GAP, side)
+        self.slot = {row["n"]: divmod(index, max(1, per_sprite)) for index, row in enumerate(pictured)}
+        self.rows = Counter(sprite for sprite, _ in self.slot.values())
+        self.left = self.rows.copy()
+        self.canvases: dict[int, Image.Image] = {}
+
+    def add(self, row: dict[str, Any], strip: Image.Image | None) -> None:
+        """Paste ``row``'s strip (``None``: it has no picture) into its sprite; the sprite is written once full."""
+        from PIL import Image
+
+        sprite, cell = self.slot[row["n"]]
+        if strip is not None:
+            if sprite not in self.canvases:
+                height = self.rows[sprite] * (self.cell[1] + _GAP) - _GAP
+                self.canvases[sprite] = Image.new("RGB", (self.cell[0], height), (255, 255, 255))
+            canvas, top = self.canvases[sprite], cell * (self.cell[1] + _GAP)
+            canvas.paste(strip, (0, top))
+            row["thumb"], row["thumb_box"] = self.name(sprite), [0, top, strip.width, strip.height, canvas.width, canvas.height]
+        self.left[sprite] -= 1
+        if not self.left[sprite] and sprite in self.canvases:
+            encoded = io.BytesIO()
+            self.canvases.pop(sprite).save(encoded, "JPEG", quality=82)
+            (self.out / self.name(sprite)).write_bytes(encoded.getvalue())
+            if self.emit is not None:
+                self.emit(self.name(sprite), encoded.getvalue())
+
+    @staticmethod
+    def name(sprite: int) -> str:
+        return f"thumbs/{sprite:06d}.jpg"
+
+
+def _picture(
+    row: dict[str, Any], before: bytes, after: bytes, mask: bytes | None, out: Path, side: int, emit: Emit | None,
+    spans: tuple[dict[str, Any], dict[str, Any]], served: dict[str, dict[str, Any]],
+) -> Image.Image | None:  # fmt: skip
+    """One row's thumbnail strip, returned, and its full-size images: served from where they lie
+    (``spans``, recorded in ``served``) or copied; an image Pillow cannot show is listed without them."""
     try:
         strip = thumbnail_strip(before, after, mask, side)
     except Exception as exc:  # noqa: BLE001 - an image PIL cannot show: listed without a picture
         row["picture_error"] = f"{type(exc).__name__}: {exc}"
-        return
-    stem = f"{row['n']:06d}"
-    thumb = io.BytesIO()
-    strip.save(thumb, "JPEG", quality=82)
-    pictures = {"thumb": (f"thumbs/{stem}.jpg", thumb.getvalue())}
-    for side_name, data in (("before", before), ("after", after)):
-        pictures[side_name] = _full_copy(data, row["member"], f"full/{stem}.{side_name}")
-    for key, (name, data) in pictures.items():
-        (out / name).write_bytes(data)
-        if emit is not None:
-            emit(name, data)
-        row[key] = name
+        return None
+    for side_name, data, where in (("before", before, spans[0]), ("after", after, spans[1])):
+        stem = f"full/{row['n']:06d}.{side_name}"
+        if row["member"] in where:
+            name = stem + Path(row["member"]).suffix.lower()
+            served[name] = where[row["member"]]  # one key per row and side: no two threads write the same
+        else:
+            name, data = _full_copy(data, row["member"], stem)
+            (out / name).write_bytes(data)
+            if emit is not None:
+                emit(name, data)
+        row[side_name] = name
+    return strip
 
 
 def _upright(data: bytes, side: int) -> tuple[Image.Image, int]:
@@ -292,11 +426,10 @@ def thumbnail_strip(before: bytes, after: bytes, mask_png: bytes | None, side: i
             mask = Image.fromarray(np.ascontiguousarray(to_upright(np.asarray(mask), orientation)))
         tinted = Image.blend(original, Image.new("RGB", original.size, _OVERLAY_RGB), 0.6)
         overlay = Image.composite(tinted, original, mask)
-    gap = 4
     width, height = original.size
-    strip = Image.new("RGB", (3 * width + 2 * gap, height), (255, 255, 255))
+    strip = Image.new("RGB", (3 * width + 2 * _GAP, height), (255, 255, 255))
     for index, panel in enumerate((original, overlay, cleaned)):
-        strip.paste(panel, (index * (width + gap), 0))
+        strip.paste(panel, (index * (width + _GAP), 0))
     return strip
 
 
@@ -349,7 +482,7 @@ def publish_review(settings: Settings, result: dict[str, Any], *, options: Revie
     rewrites the same review.  ``summary.json`` goes up last: the plugin lists a review
     only once all its files are there.  Failed items have nothing to review (``skipped``).
     """
-    from concurrent.futures import Future, ThreadPoolExecutor, wait
+    from concurrent.futures import ThreadPoolExecutor, wait
 
     from clearmark.storage import ObjectStore
 
@@ -376,6 +509,7 @@ def publish_review(settings: Settings, result: dict[str, Any], *, options: Revie
                 original, cleaned, report, work / "review", masks=masks, archive=archive,
                 content_sha256=result.get("content_sha256"), review_date=review_date, options=options,
                 limits=Limits.from_settings(settings), emit=upload,
+                stored=(StoredArchive(settings.inbox_bucket, result["processed_key"]), StoredArchive(outbox, result["outbox_key"])),
             )  # fmt: skip
             for name in PAGE_FILES:  # the page after its pictures, summary.json (what the plugin lists) last
                 wait(uploads)
