@@ -47,6 +47,10 @@ DEFAULT_ALPHA_LIMIT = 0.85
 # wrong there: JPEG noise times the gain overshoots a little even with an exact matte.
 SATURATION_MARGIN = 24.0
 Denoiser = Literal["nlm", "bilateral", "none"]
+# Non-local means: filter strength (h, luma and colour), template and search window (pixels).
+# Chosen on photo-train groups (docs/performance.md, "One archive, one mark"): h 8 over a 9 px
+# window scores as h 6 over 15 px at under half the cost, and higher h gains little.
+NLM_H, NLM_TEMPLATE_PX, NLM_SEARCH_PX = 8, 5, 9
 
 
 def unblend(rgb: np.ndarray, alpha: np.ndarray, colour: np.ndarray, *, limit: float) -> tuple[np.ndarray, np.ndarray]:
@@ -77,6 +81,9 @@ def denoise_unblended(restored: np.ndarray, alpha: np.ndarray, unblended: np.nda
 
     The weight ``1 - 1/gain = alpha``: none where the mark was faint (little noise was
     amplified), most where it was strong.  Only the box around ``unblended`` is filtered.
+    Photo-train groups (docs/performance.md): a full weight from ``alpha = 0.5`` on, or a
+    filter strength scaled by the gain, won 1 dB in the mark on one group of five and lost
+    up to 0.3 dB on others; this weighting stays.
     """
     import numpy as np
 
@@ -100,7 +107,7 @@ def _denoise(patch: np.ndarray, method: Denoiser) -> np.ndarray:
     import cv2
 
     if method == "nlm":
-        return cv2.fastNlMeansDenoisingColored(patch, None, 6, 6, 5, 15)
+        return cv2.fastNlMeansDenoisingColored(patch, None, NLM_H, NLM_H, NLM_TEMPLATE_PX, NLM_SEARCH_PX)
     return cv2.bilateralFilter(patch, 5, 20, 3)
 
 
