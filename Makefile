@@ -49,6 +49,7 @@ local-bases:
 
 # The production proof on this host's Docker engine: builds every image, runs the platform
 # (ETL -> training in the trainer image -> inbox -> outbox + drift report), then `down -v`.
-# LOCAL_BASES=1 builds the stand-in bases first. Compose: the plugin, else .venv's docker-compose.
+# LOCAL_BASES=1 builds the stand-in bases first; SCALE_OUT=1 adds two Celery workers and two
+# archives at once, FAULTS=1 the fault injection. Compose: the plugin, else .venv's docker-compose.
 prod-smoke:
-	PATH="$(CURDIR)/$(BIN):$$PATH" python3 src/clearmark/deploy/smoke.py $(if $(LOCAL_BASES),--local-bases)
+	PATH="$(CURDIR)/$(BIN):$$PATH" python3 src/clearmark/deploy/smoke.py $(if $(LOCAL_BASES),--local-bases) $(if $(SCALE_OUT),--scale-out) $(if $(FAULTS),--faults)

