@@ -495,10 +495,13 @@ def publish_review(settings: Settings, result: dict[str, Any], *, options: Revie
     outbox = result.get("outbox_bucket") or settings.outbox_bucket
     work = settings.home / "work" / "review" / uuid.uuid4().hex[:12]
     try:
-        original = _download(store, settings.inbox_bucket, result["processed_key"], work / "in" / archive)
-        cleaned = _download(store, outbox, result["outbox_key"], work / "out" / archive)
-        masks = _download(store, outbox, result["masks_key"], work / "masks.zip") if result.get("masks_key") else None
-        report = json.loads(store.get_bytes(outbox, result["report_key"]))
+        with ThreadPoolExecutor(max_workers=4) as downloads:  # four round trips at once
+            original_done = downloads.submit(_download, store, settings.inbox_bucket, result["processed_key"], work / "in" / archive)
+            cleaned_done = downloads.submit(_download, store, outbox, result["outbox_key"], work / "out" / archive)
+            masks_done = downloads.submit(_download, store, outbox, result["masks_key"], work / "masks.zip") if result.get("masks_key") else None
+            report = json.loads(store.get_bytes(outbox, result["report_key"]))
+            original, cleaned = original_done.result(), cleaned_done.result()
+            masks = masks_done.result() if masks_done is not None else None
         with ThreadPoolExecutor(max_workers=_UPLOAD_THREADS) as pool:
             uploads: list[Future[str]] = []
 
