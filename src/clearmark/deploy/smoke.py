@@ -101,31 +101,50 @@ print(json.dumps({"outbox": outbox, "inbox": inbox, "drift": drift}))
 """
 
 # Digests of one archive's outbox objects and of its inbox copies (run in an Airflow container).
-# The report JSON records when and how fast it ran: those fields are left out of its digest.
+# Content, not container bytes: the parallel pipeline writes archive members, report rows and
+# feature rows in the order the images finish, which differs between any two runs. So a zip
+# is digested as its sorted (name, timestamp, member digest) list, the report CSV and the
+# features table as their sorted rows, and the times and speeds the reports record are left out
+# (and the report's input/output, paths of the run's own scratch folder).
 OUTBOX_DIGESTS = r"""
-import hashlib, json, os, sys, boto3
+import hashlib, io, json, os, sys, zipfile, boto3
+import pandas as pd
 name = sys.argv[1]
 s3 = boto3.client("s3", endpoint_url=os.environ["CLEARMARK_S3_ENDPOINT_URL"])
-TIMING = {"started_at", "finished_at", "duration_s", "images_per_s"}
+TIMING = {"started_at", "finished_at", "duration_s", "images_per_s", "input", "output"}
 def untimed(value):
     if isinstance(value, dict):
-        return {k: untimed(v) for k, v in value.items() if k not in TIMING}
-    return [untimed(v) for v in value] if isinstance(value, list) else value
-def digests(bucket, keys):
+        return {k: untimed(v) for k, v in value.items() if k not in TIMING and not k.endswith("_ms")}
+    if isinstance(value, list):
+        return sorted((untimed(v) for v in value), key=lambda v: json.dumps(v, sort_keys=True))
+    return value
+def table(frame):
+    frame = frame[[c for c in frame.columns if not str(c).endswith("_ms")]]
+    return frame.sort_values(list(frame.columns)).to_csv(index=False).encode()
+def content(key, body):
+    if key.endswith(".zip"):
+        members = zipfile.ZipFile(io.BytesIO(body))
+        return json.dumps(sorted((i.filename, i.date_time, hashlib.sha256(members.read(i)).hexdigest()) for i in members.infolist())).encode()
+    if key.endswith(".report.json"):
+        return json.dumps(untimed(json.loads(body)), sort_keys=True).encode()
+    if key.endswith(".csv"):
+        return table(pd.read_csv(io.BytesIO(body)))
+    if key.endswith(".parquet"):
+        return table(pd.read_parquet(io.BytesIO(body)))
+    return body
+def digests(bucket, keys, by_content):
     out = {}
     for key in keys:
         try:
             body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
         except s3.exceptions.NoSuchKey:
             continue
-        if key.endswith(".report.json"):
-            body = json.dumps(untimed(json.loads(body)), sort_keys=True).encode()
-        out[key] = hashlib.sha256(body).hexdigest()
+        out[key] = hashlib.sha256(content(key, body) if by_content else body).hexdigest()
     return out
 outbox = os.environ["CLEARMARK_OUTBOX_BUCKET"]
 keys = [item["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=outbox, Prefix=name) for item in page.get("Contents", [])]
 inbox = os.environ["CLEARMARK_INBOX_BUCKET"]
-print(json.dumps({"outbox": digests(outbox, keys), "inbox": digests(inbox, [name, "processed/" + name])}))
+print(json.dumps({"outbox": digests(outbox, keys, True), "inbox": digests(inbox, [name, "processed/" + name], False)}))
 """
 # Puts a processed archive back into the inbox, its results and content record removed, so that
 # the same bytes are processed again from the start (run in an Airflow container).
@@ -531,6 +550,13 @@ def wait_for_running_process(stack: Stack, since: datetime, timeout: float) -> t
 
 def faults(timings: Timings, stack: Stack, timeout: float) -> None:
     """Kill the worker running ``process``; restart Postgres and S3 mid-run; restart the whole stack."""
+    kill_worker_fault(timings, stack, timeout)
+    restart_services_fault(timings, stack, timeout)
+    restart_stack_fault(timings, stack, timeout)
+
+
+def kill_worker_fault(timings: Timings, stack: Stack, timeout: float) -> None:
+    """Kill the container running an archive's ``process``: retried, same outbox content, inbox intact."""
     with timings.step("fault: undisturbed run of the fault archive"):
         names, uploaded = upload_archives(stack, 1, images=24, seed=4200)
         name = names[0]
@@ -562,13 +588,17 @@ def faults(timings: Timings, stack: Stack, timeout: float) -> None:
             raise SmokeFailure(f"process of {name} succeeded without a retry: {[(task['hostname'], task['try_number']) for task in tasks]}")
         if after["outbox"] != undisturbed["outbox"]:
             differ = sorted(key for key in set(after["outbox"]) | set(undisturbed["outbox"]) if after["outbox"].get(key) != undisturbed["outbox"].get(key))
-            raise SmokeFailure(f"outbox of {name} after the retry differs from the undisturbed run: {differ}")
+            raise SmokeFailure(f"outbox content of {name} after the retry differs from the undisturbed run: {differ}")
         if after["inbox"] != {"processed/" + name: before["inbox"][name]}:
             raise SmokeFailure(f"the inbox lost or changed {name}: {after['inbox']}")
         print(
             f"[prod-smoke] Airflow retried process on {retried[0]['hostname']} (try {retried[0]['try_number']}); "
-            f"{len(after['outbox'])} outbox objects identical to the undisturbed run; inbox original kept (processed/{name})"
+            f"{len(after['outbox'])} outbox objects with the undisturbed run's content; inbox original kept (processed/{name})"
         )
+
+
+def restart_services_fault(timings: Timings, stack: Stack, timeout: float) -> None:
+    """Restart Postgres and the S3 service while an archive's ``process`` runs: the DAG run recovers."""
     with timings.step("fault: restart Postgres and S3 mid-run"):
         names, uploaded = upload_archives(stack, 1, images=24, seed=4300)
         stack.trigger("clearmark_inbox")
@@ -578,6 +608,10 @@ def faults(timings: Timings, stack: Stack, timeout: float) -> None:
         tasks = wait_for_inbox(stack, names, uploaded, timeout)
         wait_for_inbox_runs(stack, uploaded, timeout)
         print(f"[prod-smoke] the run recovered: process tries {[task['try_number'] for task in tasks]}")
+
+
+def restart_stack_fault(timings: Timings, stack: Stack, timeout: float) -> None:
+    """``docker compose down`` and ``up``: every object, finished run and model version is kept."""
     with timings.step("fault: restart the whole stack (named volumes kept)"):
         kept = persistent_state(stack)
         stack("down", "--remove-orphans", capture=True)
