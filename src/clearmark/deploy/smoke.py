@@ -469,6 +469,7 @@ def process_tasks_since(stack: Stack, since: datetime) -> list[tuple[str, dict]]
         for run in stack.recent_runs("clearmark_inbox")[:5]
         for ti in stack.task_instances("clearmark_inbox", run["dag_run_id"])
         if ti["task_id"].endswith("process") and ti.get("start_date") and parse_time(ti["start_date"]) >= since
+        and ti["state"] != "skipped"  # a run that found no archive: its process expanded to nothing
     ]
 
 
