@@ -8,7 +8,17 @@ from pathlib import Path
 import pytest
 from cryptography.fernet import Fernet
 
-from clearmark.deploy.smoke import PLACEHOLDER, PUBLISHED, default_secrets_left, env_values, generate_env, unexpected_ports
+from clearmark.deploy.smoke import (
+    PLACEHOLDER,
+    PUBLISHED,
+    SmokeFailure,
+    Stack,
+    default_secrets_left,
+    env_values,
+    generate_env,
+    repeated_runs,
+    unexpected_ports,
+)
 from tests.code.test_deploy_contract import ENV_EXAMPLE, run_compose
 
 
@@ -69,3 +79,31 @@ def ps_row(service: str, *publishers: tuple[str, int, int]) -> dict:
 )
 def test_unexpected_ports(rows: list[dict], problems: list[str]) -> None:
     assert unexpected_ports(rows, "127.0.0.1", PUBLISHED) == problems
+
+
+class RecordedRuns(Stack):
+    """A stack whose Airflow API answers with fixed DAG runs (newest first)."""
+
+    def __init__(self, runs: list[dict]) -> None:
+        self.runs = runs
+
+    def recent_runs(self, dag_id: str) -> list[dict]:
+        return self.runs
+
+
+def dag_run(run_id: str, run_type: str) -> dict:
+    return {"dag_run_id": run_id, "run_type": run_type}
+
+
+def test_the_etl_is_the_run_the_first_start_scheduled() -> None:
+    stack = RecordedRuns([dag_run("manual__1", "manual"), dag_run("scheduled__2026-12-01T02:00", "scheduled")])
+    assert stack.run_of_type("clearmark_etl_nightly", "scheduled", timeout=0) == "scheduled__2026-12-01T02:00"
+    with pytest.raises(SmokeFailure, match="no asset_triggered run of clearmark_train"):
+        stack.run_of_type("clearmark_train", "asset_triggered", timeout=0)
+
+
+def test_a_second_first_start_etl_or_training_is_named() -> None:
+    once = {"clearmark_etl_nightly": [dag_run("scheduled__1", "scheduled")], "clearmark_train": [dag_run("asset_triggered__1", "asset_triggered")]}
+    assert repeated_runs(once) == []
+    twice = {**once, "clearmark_etl_nightly": [dag_run("manual__2", "manual"), dag_run("scheduled__1", "scheduled")]}
+    assert repeated_runs(twice) == ["clearmark_etl_nightly ran 2 times: manual__2 (manual), scheduled__1 (scheduled)"]
