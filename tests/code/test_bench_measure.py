@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from clearmark.bench.measure import latency_ms, machine_slug
+from clearmark.bench.measure import cpu_isa, latency_ms, machine_record, machine_slug
 from clearmark.bench.removal import STAGES, stage_times
-from clearmark.bench.table import _removal_rows, _training_rows
+from clearmark.bench.table import _removal_rows, _training_rows, markdown_table
 from clearmark.bench.training import time_to_iou
 
 
@@ -53,6 +53,28 @@ def test_removal_targets_are_marked_met_or_missed() -> None:
     assert _removal_rows(_removal(e2e=21.0, naive=6.0, rss_small=700, rss_large=720), gpu=True)[0][4].endswith("**missed**")  # 200 img/s on GPU
     bf16 = {**_removal(e2e=21.0, naive=6.0, rss_small=700, rss_large=720), "backends": {"torch-cpu-bf16": None, "torch-cpu-f32": None}}
     assert _removal_rows(bf16, gpu=False)[0][4] == "≥ 28 img/s and ≥ 3×: **missed**"  # no slower than before on native bf16
+
+
+def test_an_instruction_set_capped_by_the_environment_is_recorded_and_its_figures_never_judged(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Figures measured under ATEN_CPU_CAPABILITY / ONEDNN_MAX_CPU_ISA / OV_CPU_MAX_ISA emulate a lesser CPU: they must not pass for its own."""
+    import torch
+
+    figures = {"profile": {"name": "cpu"}, "started_at": "now", "model": "m", "seconds": {"total": 1.0},
+               "removal": _removal(e2e=21.0, naive=6.0, rss_small=700, rss_large=720)}  # fmt: skip
+    for name in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "OV_CPU_MAX_ISA"):
+        monkeypatch.delenv(name, raising=False)
+    native = markdown_table(figures | {"machine": machine_record()})
+    assert f"(the CPU's own: {cpu_isa()})" in native and "emulated" not in native and "≥ 20 img/s and ≥ 3×: met" in native
+
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "avx2")  # torch read it at import: its capability is patched to match
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
+    machine = machine_record()
+    assert machine["isa_caps"] == {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"} and machine["cpu_isa"] == cpu_isa()
+    emulated = markdown_table(figures | {"machine": machine})
+    assert (f"CPU capability `AVX2` (**emulated**: {cpu_isa()} capped to AVX2 by ATEN_CPU_CAPABILITY=avx2, ONEDNN_MAX_CPU_ISA=AVX2; "
+            "these are not figures of an AVX2 CPU)") in emulated  # fmt: skip
+    assert "≥ 20 img/s and ≥ 3×: not judged, emulated" in emulated and "≥ 20 img/s and ≥ 3×: met" not in emulated
 
 
 def test_removal_rows_name_the_backend_and_show_each_other_backend_of_the_run() -> None:

@@ -122,6 +122,76 @@ def test_openvino_takes_any_image_size_and_serves_threads_at_once(tmp_path: Path
         np.testing.assert_allclose(maps, exact.predict_maps(batch), atol=1e-4)
 
 
+def test_openvino_first_inferences_at_a_new_shape_take_turns_while_later_ones_run_at_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Concurrent shape specialisation of the dynamic model is the suspect of a hang seen once: each
+    request's first inference at a shape waits for the others' (real runtime, threads and shapes;
+    bounded by join timeouts), the outputs are torch float32's, and later inferences do not wait."""
+    _skip_unless_available("openvino")
+    import itertools
+    import threading
+    import time
+
+    import openvino
+
+    threads, rounds = 4, 2
+    shapes = [(1, 64, 64), (2, 96, 160), (1, 130, 31), (3, 200, 96)]  # (n, h, w) before padding
+    batches = [np.stack([watermarked_rgb(h, w, i)] * n) for i, (n, h, w) in enumerate(shapes)]
+    detector = _tiny(41)
+    prepare_backend(detector, "openvino", Settings(home=tmp_path, removal_detect_workers=threads))
+    calls: list[tuple[int, tuple[int, ...], float, float]] = []  # thread, input shape, start, end
+    infer = openvino.InferRequest.infer
+
+    def timed_infer(request: openvino.InferRequest, inputs: list[np.ndarray]) -> object:
+        started = time.perf_counter()
+        result = infer(request, inputs)
+        calls.append((threading.get_ident(), inputs[0].shape, started, time.perf_counter()))
+        return result
+
+    monkeypatch.setattr(openvino.InferRequest, "infer", timed_infer)
+    start = threading.Barrier(threads)
+    results: dict[tuple[int, int], np.ndarray] = {}
+
+    def detect(worker: int) -> None:
+        start.wait()  # every thread's first inference at the first shape begins together
+        for index in [*range(worker, len(shapes)), *range(worker)] * rounds:  # each its own order
+            results[worker, index] = detector.predict_maps(batches[index])
+
+    workers = [threading.Thread(target=detect, args=(worker,), daemon=True) for worker in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=300)
+    assert not any(worker.is_alive() for worker in workers), "OpenVINO inference hung"
+    assert len(results) == threads * len(shapes)
+
+    exact = _tiny(41)
+    for (_, index), maps in results.items():
+        np.testing.assert_allclose(maps, exact.predict_maps(batches[index]), atol=1e-4)
+    first: dict[tuple[int, tuple[int, ...]], tuple[float, float]] = {}
+    for thread, shape, started, ended in sorted(calls, key=lambda call: call[2]):
+        first.setdefault((thread, shape), (started, ended))
+    assert len(first) == threads * len(shapes) and len(calls) == rounds * len(first)
+    spans = sorted(first.values())
+    assert all(ended <= next_started for (_, ended), (next_started, _) in itertools.pairwise(spans)), "two first inferences overlapped"
+
+    # A shape a thread has run needs no turn: it runs again while another thread holds the turn.
+    warm, go = threading.Event(), threading.Event()
+
+    def again() -> None:
+        detector.predict_maps(batches[0])
+        warm.set()
+        go.wait()
+        detector.predict_maps(batches[0])
+
+    steady = threading.Thread(target=again, daemon=True)
+    steady.start()
+    assert warm.wait(timeout=60)
+    with detector.backend._specialising:
+        go.set()
+        steady.join(timeout=60)
+        assert not steady.is_alive(), "an inference at a shape its request had run waited for a turn"
+
+
 def test_served_detectors_follow_the_setting_and_the_report_records_the_backend(tmp_path: Path) -> None:
     from clearmark.removal.runner import get_detector, run_removal
 

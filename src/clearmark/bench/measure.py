@@ -101,6 +101,29 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+# Environment switches that make a runtime use fewer vector instructions than the CPU has:
+# torch's ATen kernels, oneDNN (inside torch and inside OpenVINO's CPU plugin), OpenVINO's own
+# CPU kernels.  Figures measured under one emulate a lesser CPU; they are not that CPU's.
+ISA_CAPS = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "OV_CPU_MAX_ISA")
+# /proc/cpuinfo flags, best first, and the instruction set each one names.
+CPU_ISA_FLAGS = (("amx_tile", "AMX"), ("avx512_bf16", "AVX512 BF16"), ("avx512f", "AVX512"), ("avx2", "AVX2"))
+
+
+def cpu_isa() -> str:
+    """The best vector instruction set of the CPU itself, whatever the environment caps (``DEFAULT``: below AVX2 or unknown)."""
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            flags = next((set(line.split(":", 1)[1].split()) for line in cpuinfo if line.startswith("flags")), set())
+    except OSError:
+        flags = set()
+    return next((name for flag, name in CPU_ISA_FLAGS if flag in flags), "DEFAULT")
+
+
+def isa_caps() -> dict[str, str]:
+    """The instruction-set caps this process's environment sets (:data:`ISA_CAPS`), by variable."""
+    return {name: os.environ[name] for name in ISA_CAPS if os.environ.get(name)}
+
+
 def machine_slug() -> str:
     """A file-name-safe description of this machine, e.g. ``2cpu-amd-epyc`` or ``16cpu-nvidia-h100-80gb-hbm3``."""
     parts = [f"{os.cpu_count()}cpu", gpu_name() or cpu_name()]
@@ -109,13 +132,15 @@ def machine_slug() -> str:
 
 def machine_record() -> dict[str, Any]:
     """What every results file records about the machine: CPU model, torch's CPU capability
-    (the vector instructions its kernels use: speed figures depend on it), cores and GPU."""
+    (the vector instructions its kernels use: speed figures depend on it), the CPU's own best
+    instruction set and any caps the environment put below it, cores and GPU."""
     import torch
 
     from clearmark.model.inference import usable_cores
 
     return {
         "slug": machine_slug(), "cpu": cpu_name(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cpu_isa": cpu_isa(), "isa_caps": isa_caps(),
         "cpu_count": os.cpu_count(), "usable_cores": usable_cores(), "gpu": gpu_name(), "torch_threads": torch.get_num_threads(),
         "python": platform.python_version(), "torch": torch.__version__,
     }  # fmt: skip

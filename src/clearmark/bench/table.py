@@ -24,7 +24,15 @@ def _removal_target(removal: dict[str, Any], gpu: bool) -> int:
     return REMOVAL_TARGET_NATIVE_BF16 if native_bf16 else REMOVAL_TARGET_AVX2
 
 
-def _removal_rows(removal: dict[str, Any], gpu: bool) -> list[Row]:
+def _emulation(machine: dict[str, Any]) -> str:
+    """How the environment capped the instruction set below the CPU's own ('' when it did not)."""
+    if not machine.get("isa_caps"):  # results files from before the record had none
+        return ""
+    caps = ", ".join(f"{name}={value}" for name, value in machine["isa_caps"].items())
+    return f"{machine['cpu_isa']} capped to {machine['cpu_capability']} by {caps}"
+
+
+def _removal_rows(removal: dict[str, Any], gpu: bool, emulated: str = "") -> list[Row]:
     naive, rows = removal["naive"], []
     threads = f", {removal['backend']}" if "backend" in removal else ""
     threads += f", {removal['detect_workers']} detector threads" if "detect_workers" in removal else ""
@@ -39,7 +47,9 @@ def _removal_rows(removal: dict[str, Any], gpu: bool) -> list[Row]:
             f"{archive['images_per_s']} img/s",
             f"naive loop {naive['images_per_s']} img/s{naive_runs}",
             f"{archive['speedup_vs_naive']}×",
-            _target(archive["images_per_s"] >= target and archive["speedup_vs_naive"] >= 3, f"≥ {target} img/s and ≥ 3×"),
+            f"≥ {target} img/s and ≥ 3×: not judged, emulated"
+            if emulated
+            else _target(archive["images_per_s"] >= target and archive["speedup_vs_naive"] >= 3, f"≥ {target} img/s and ≥ 3×"),
         ))  # fmt: skip
     for size, archive in removal["archives"].items():
         if "review_s" not in archive:  # results from before the review page
@@ -259,13 +269,19 @@ def _backends_line(figures: dict[str, Any]) -> str:
     return f"Inference backend: `{removal['backend']}`" + (f" (not on this machine: {lacking})" if lacking else "") + ".\n\n"
 
 
+def _emulation_note(machine: dict[str, Any]) -> str:
+    if emulated := _emulation(machine):
+        return f" (**emulated**: {emulated}; these are not figures of an {machine['cpu_capability']} CPU)"
+    return f" (the CPU's own: {machine['cpu_isa']})" if "cpu_isa" in machine else ""
+
+
 def markdown_table(figures: dict[str, Any]) -> str:
     """The results as a markdown page: machine, then one table of every figure."""
     machine = figures["machine"]
     gpu = bool(machine.get("gpu"))
     rows: list[Row] = []
     if "removal" in figures:
-        rows += _removal_rows(figures["removal"], gpu)
+        rows += _removal_rows(figures["removal"], gpu, _emulation(machine))
     if "detection" in figures:
         rows += _detection_rows(figures["detection"])
     if "quality" in figures:
@@ -280,7 +296,7 @@ def markdown_table(figures: dict[str, Any]) -> str:
     return (
         f"# clearmark bench, profile `{figures['profile']['name']}`, {figures['started_at']}\n\n"
         f"Machine: {machine['cpu_count']} × {machine['cpu']} ({machine['usable_cores']} usable), CPU capability "
-        f"`{machine['cpu_capability']}`, GPU: {machine['gpu'] or 'none'}; torch {machine['torch']} "
+        f"`{machine['cpu_capability']}`{_emulation_note(machine)}, GPU: {machine['gpu'] or 'none'}; torch {machine['torch']} "
         f"({machine['torch_threads']} threads). Model: `{figures['model']}`. Run time: {figures['seconds']['total']} s.\n\n"
         f"{_backends_line(figures)}"
         "| measure | figure | in-run baseline | ratio | target |\n|---|---|---|---|---|\n"

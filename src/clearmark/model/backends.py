@@ -12,7 +12,9 @@ backend says whether this machine can run it and why not (:func:`backend_status`
   the CPU has native bfloat16 (AVX-512 BF16 or AMX): emulated, it is 17x slower than float32;
 * ``openvino``: the network converted to OpenVINO and compiled for the CPU in float32, with
   dynamic batch, height and width; the converted model is cached on disk by its weights
-  (:func:`cache_folder`), so a fresh process compiles it from the cache in well under 2 s;
+  (:func:`cache_folder`), so a fresh process compiles it from the cache in well under 2 s.
+  Each thread has its own infer request, whose first inference at a new input shape waits
+  for any other thread's (:meth:`OpenVino.logits`);
 * ``torch-cpu-f32``: torch on the CPU in float32, channels-last (the fallback).
 
 A detector not prepared for serving (training, the benchmarks' naive baselines) runs its
@@ -249,14 +251,23 @@ class OpenVino(Backend):
             },
         )
         self._requests = threading.local()  # an infer request serves one thread at a time
+        # A request's first inference at an input shape specialises the dynamic model for it
+        # (shape inference, memory, kernel choice). Several at once on few cores are the suspect
+        # of a hang seen once (both detector threads in infer for 45 minutes), so they take
+        # turns; later inferences at a shape the request has run stay concurrent.
+        self._specialising = threading.Lock()
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         import torch
 
-        request = getattr(self._requests, "request", None)
-        if request is None:
-            request = self._requests.request = self.compiled.create_infer_request()
-        return torch.from_numpy(request.infer([x.numpy()])[0])
+        state = self._requests
+        if not hasattr(state, "request"):
+            state.request, state.shapes = self.compiled.create_infer_request(), set()
+        shape = tuple(x.shape)
+        with contextlib.nullcontext() if shape in state.shapes else self._specialising:
+            logits = torch.from_numpy(state.request.infer([x.numpy()])[0])
+        state.shapes.add(shape)
+        return logits
 
 
 def _convert_to_openvino(detector: Detector, folder: Path, key: dict[str, str]) -> None:
