@@ -112,8 +112,9 @@ def test_pipeline_cleans_marks_keeps_paths_and_reports_every_member(tmp_path, in
     assert sorted(features["mask_coverage"].round(6)) == sorted(round(r.mask_coverage, 6) for r in rows.values() if r.mask_coverage is not None)
     with zipfile.ZipFile(sidecar(output, ".masks.zip")) as masks:
         assert sorted(masks.namelist()) == ["a/b/marked.png.mask.png", "a/marked.jpg.mask.png", "big/marked.webp.mask.png"]
-        mask = np.asarray(Image.open(io.BytesIO(masks.read("a/b/marked.png.mask.png"))))
-        assert mask.shape == before.shape[:2] and set(np.unique(mask)) == {0, 255}
+        stored = Image.open(io.BytesIO(masks.read("a/b/marked.png.mask.png")))
+        mask = np.asarray(stored.convert("L"))
+        assert stored.mode == "1" and mask.shape == before.shape[:2] and set(np.unique(mask)) == {0, 255}  # one bit a pixel
 
 
 def _grow(mask: np.ndarray, pixels: int) -> np.ndarray:

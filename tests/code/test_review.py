@@ -98,8 +98,8 @@ def test_review_folder_pictures_the_most_doubtful_images_and_lists_all(cleaned, 
                 other["member"]: thumbnail_strip(before.read(other["member"]), after.read(other["member"]), mask_zip.read(other["member"] + ".mask.png"), 48)
                 for other in pictured
             }  # fmt: skip
-            assert strips[row["member"]].size == (width, height)
-            errors = {member: np.abs(cell - np.asarray(strip, dtype=int)).mean() for member, strip in strips.items() if strip.size == (width, height)}
+            assert strips[row["member"]].shape == (height, width, 3)
+            errors = {member: np.abs(cell - strip.astype(int)).mean() for member, strip in strips.items() if strip.shape == (height, width, 3)}
             assert min(errors, key=errors.get) == row["member"] and errors[row["member"]] < 10, errors
     page = (folder / "index.html").read_text()
     assert "<script src" not in page and "http" not in re.sub(r'"(before|after|thumb)": "[^"]*"', "", page)  # no CDN, nothing remote
@@ -177,9 +177,9 @@ def test_the_overlay_panel_is_red_where_the_mask_is_and_the_strip_is_upright() -
     buffer = io.BytesIO()
     Image.fromarray(rgb).save(buffer, "JPEG", exif=exif, quality=95)
     strip = thumbnail_strip(buffer.getvalue(), buffer.getvalue(), encode(np.dstack([mask] * 3), "PNG"), 80)
-    width = (strip.width - 8) // 3
-    assert strip.height == 80 and width == 40  # upright: portrait panels
-    overlay = np.asarray(strip)[:, width + 4 : 2 * width + 4].astype(int)
+    width = (strip.shape[1] - 8) // 3
+    assert strip.shape[0] == 80 and width == 40  # upright: portrait panels
+    overlay = strip[:, width + 4 : 2 * width + 4].astype(int)
     # Orientation 6 turns the stored left half into the upper half.
     assert overlay[10, 20, 0] - overlay[10, 20, 2] > 80 and abs(overlay[70, 20, 0] - overlay[70, 20, 2]) < 10
 

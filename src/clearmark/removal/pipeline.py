@@ -11,7 +11,7 @@ and torch release the GIL, which is what lets the stages run in parallel.
 Outputs, next to ``output`` (an archive or folder of the same layout as the input):
 ``<output>.report.json``, ``<output>.report.csv``, ``<output>.features.parquet`` and,
 with ``save_masks``, ``<output>.masks.zip`` (one ``<path>.mask.png`` per cleaned image,
-in the stored orientation of the image) and, where images share a mark,
+in the stored orientation of the image, 1-bit: 0/255 read as greyscale) and, where images share a mark,
 ``<output>.watermark.png`` (``.watermark-<group>.png`` for several groups): the estimate.
 
 With ``shared_mark``, a first pass (:func:`_estimate_shared_marks`) reads a bounded sample
@@ -410,7 +410,7 @@ def _encode_cleaned(run: _Run, item: _Item, cleaned: np.ndarray, mask: np.ndarra
     if run.save_masks:
         import cv2
 
-        item.mask_png = cv2.imencode(".png", mask)[1].tobytes()
+        item.mask_png = cv2.imencode(".png", mask, [cv2.IMWRITE_PNG_BILEVEL, 1])[1].tobytes()  # 0/255: one bit a pixel
     row.encode_ms = _ms(started)
     row.status, row.inpainter = "cleaned", run.restorer.name
 

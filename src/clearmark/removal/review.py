@@ -45,9 +45,9 @@ from clearmark.removal.report import RESTORATIONS
 from clearmark.storage import list_dated_summaries, validate_report_id
 
 if TYPE_CHECKING:
-    from concurrent.futures import Future
+    from concurrent.futures import Future, ThreadPoolExecutor
 
-    from PIL import Image
+    import numpy as np
 
     from clearmark.removal.archive import Member
     from clearmark.removal.pipeline import RemovalOutputs
@@ -62,6 +62,7 @@ PAGE_TEMPLATE = Path(__file__).resolve().parents[1] / "assets" / "review.html"
 # Formats every browser shows as they are; others (TIFF) get a JPEG copy for the page.
 _BROWSER_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp"})
 _OVERLAY_RGB = (230, 30, 60)
+_OVERLAY_WEIGHT = 0.6  # of the red, where the mask is full
 _PICTURE_THREADS = 4
 _UPLOAD_THREADS = 8  # a sprite per page and the rare copies: round trips, not bandwidth
 _GAP = 4  # px between the panels of a strip and between the cells of a sprite (no bleeding when scaled)
@@ -277,8 +278,8 @@ def _write_pictures(
 
     The archives are read in one thread, most doubtful first (a tar.gz, which reads only
     forward, in its own order); the strips are made in ``_PICTURE_THREADS`` (Pillow's
-    decoding, resizing and encoding release the GIL), with at most two images per thread in
-    memory, and each page's sprite is encoded as soon as its last strip is in.
+    decoding, OpenCV and numpy release the GIL), with at most two images per thread in
+    memory, and each page's sprite is encoded in the same threads as soon as its last strip is in.
     """
     import contextlib
     import zipfile
@@ -287,7 +288,6 @@ def _write_pictures(
 
     if not pictured:
         return
-    sprites = _Sprites(pictured, options.page_size, options.thumb_side, out, emit)
     by_member = {row["member"]: row for row in pictured}
     with (
         ArchiveReader(original, limits) as before_reader,
@@ -295,6 +295,7 @@ def _write_pictures(
         zipfile.ZipFile(masks) if masks is not None and masks.is_file() else contextlib.nullcontext() as mask_zip,
         ThreadPoolExecutor(max_workers=_PICTURE_THREADS) as pool,
     ):
+        sprites = _Sprites(pictured, options.page_size, options.thumb_side, out, emit, pool)
         before_members: dict[str, Member] = {}
         for member in before_reader.members:
             if member.path in by_member and not member.is_dir and not member.error:
@@ -305,7 +306,7 @@ def _write_pictures(
         for row in pictured:
             if row["member"] not in before_members or row["member"] not in after_members:
                 sprites.add(row, None)
-        pending: deque[tuple[dict[str, Any], Future[Image.Image | None]]] = deque()
+        pending: deque[tuple[dict[str, Any], Future[np.ndarray | None]]] = deque()
         for member in ordered:
             row, after = by_member[member.path], after_members[member.path]
             with member.open() as stream:
@@ -319,9 +320,10 @@ def _write_pictures(
                 sprites.add(*_result(pending.popleft()))
         while pending:
             sprites.add(*_result(pending.popleft()))
+        sprites.close()
 
 
-def _result(pending: tuple[dict[str, Any], Future[Image.Image | None]]) -> tuple[dict[str, Any], Image.Image | None]:
+def _result(pending: tuple[dict[str, Any], Future[np.ndarray | None]]) -> tuple[dict[str, Any], np.ndarray | None]:
     return pending[0], pending[1].result()
 
 
@@ -331,38 +333,50 @@ class _Sprites:
     The ``pictured`` rows, most doubtful first, fill the sprites page by page; each row has a
     cell of ``3 * side + 2 * _GAP`` by ``side`` px, so a sprite's size is known before its
     strips are made, and its row records ``thumb_box``: x, y, width, height of its strip and
-    the sprite's width and height (what the page's CSS needs to show that cell alone).
+    the sprite's width and height (what the page's CSS needs to show that cell alone).  A full
+    sprite is encoded in ``pool``; :meth:`close` waits for the last and re-raises a failure.
     """
 
-    def __init__(self, pictured: list[dict[str, Any]], per_sprite: int, side: int, out: Path, emit: Emit | None) -> None:
+    def __init__(self, pictured: list[dict[str, Any]], per_sprite: int, side: int, out: Path, emit: Emit | None, pool: ThreadPoolExecutor) -> None:
         from collections import Counter
 
-        self.out, self.emit = out, emit
+        self.out, self.emit, self.pool = out, emit, pool
         self.cell = (3 * side + 2 * _GAP, side)
         self.slot = {row["n"]: divmod(index, max(1, per_sprite)) for index, row in enumerate(pictured)}
         self.rows = Counter(sprite for sprite, _ in self.slot.values())
         self.left = self.rows.copy()
-        self.canvases: dict[int, Image.Image] = {}
+        self.canvases: dict[int, np.ndarray] = {}
+        self.writes: list[Future[None]] = []
 
-    def add(self, row: dict[str, Any], strip: Image.Image | None) -> None:
-        """Paste ``row``'s strip (``None``: it has no picture) into its sprite; the sprite is written once full."""
-        from PIL import Image
+    def add(self, row: dict[str, Any], strip: np.ndarray | None) -> None:
+        """Copy ``row``'s strip (``None``: it has no picture) into its sprite; the sprite is written once full."""
+        import numpy as np
 
         sprite, cell = self.slot[row["n"]]
         if strip is not None:
             if sprite not in self.canvases:
                 height = self.rows[sprite] * (self.cell[1] + _GAP) - _GAP
-                self.canvases[sprite] = Image.new("RGB", (self.cell[0], height), (255, 255, 255))
+                self.canvases[sprite] = np.full((height, self.cell[0], 3), 255, np.uint8)
             canvas, top = self.canvases[sprite], cell * (self.cell[1] + _GAP)
-            canvas.paste(strip, (0, top))
-            row["thumb"], row["thumb_box"] = self.name(sprite), [0, top, strip.width, strip.height, canvas.width, canvas.height]
+            height, width = strip.shape[:2]
+            canvas[top : top + height, :width] = strip
+            row["thumb"], row["thumb_box"] = self.name(sprite), [0, top, width, height, canvas.shape[1], canvas.shape[0]]
         self.left[sprite] -= 1
         if not self.left[sprite] and sprite in self.canvases:
-            encoded = io.BytesIO()
-            self.canvases.pop(sprite).save(encoded, "JPEG", quality=82)
-            (self.out / self.name(sprite)).write_bytes(encoded.getvalue())
-            if self.emit is not None:
-                self.emit(self.name(sprite), encoded.getvalue())
+            self.writes.append(self.pool.submit(self._write, sprite, self.canvases.pop(sprite)))
+
+    def _write(self, sprite: int, canvas: np.ndarray) -> None:
+        from PIL import Image
+
+        encoded = io.BytesIO()
+        Image.fromarray(canvas).save(encoded, "JPEG", quality=82)
+        (self.out / self.name(sprite)).write_bytes(encoded.getvalue())
+        if self.emit is not None:
+            self.emit(self.name(sprite), encoded.getvalue())
+
+    def close(self) -> None:
+        for write in self.writes:
+            write.result()
 
     @staticmethod
     def name(sprite: int) -> str:
@@ -372,7 +386,7 @@ class _Sprites:
 def _picture(
     row: dict[str, Any], before: bytes, after: bytes, mask: bytes | None, out: Path, side: int, emit: Emit | None,
     spans: tuple[dict[str, Any], dict[str, Any]], served: dict[str, dict[str, Any]],
-) -> Image.Image | None:  # fmt: skip
+) -> np.ndarray | None:  # fmt: skip
     """One row's thumbnail strip, returned, and its full-size images: served from where they lie
     (``spans``, recorded in ``served``) or copied; an image Pillow cannot show is listed without them."""
     try:
@@ -394,42 +408,60 @@ def _picture(
     return strip
 
 
-def _upright(data: bytes, side: int) -> tuple[Image.Image, int]:
-    """Decode at about ``side`` px (JPEG's DCT scaling), shrink to fit ``side``, turn upright; with its orientation."""
-    from PIL import Image, ImageOps
+def _panel(data: bytes, side: int) -> tuple[np.ndarray, int]:
+    """An image shrunk to fit ``side`` px, in its stored orientation, as RGB; with its EXIF orientation.
+
+    JPEG decodes at the smallest DCT scale still at least ``side`` px (Pillow's ``draft``), so
+    what is left to shrink is under 2x for a JPEG (bilinear, fast) and any factor otherwise
+    (OpenCV's area average, which does not alias).
+    """
+    import cv2
+    import numpy as np
+    from PIL import Image
 
     image = Image.open(io.BytesIO(data))
     image.draft("RGB", (side, side))
     orientation = int(image.getexif().get(0x0112, 1) or 1)
-    image = image if image.mode == "RGB" else image.convert("RGB")
-    image.thumbnail((side, side), Image.Resampling.BILINEAR)
-    return (ImageOps.exif_transpose(image) if orientation != 1 else image), orientation
+    pixels = np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
+    height, width = pixels.shape[:2]
+    scale = side / max(height, width)
+    if scale < 1:
+        size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        pixels = cv2.resize(pixels, size, interpolation=cv2.INTER_LINEAR if scale >= 0.5 else cv2.INTER_AREA)
+    return pixels, orientation
 
 
-def thumbnail_strip(before: bytes, after: bytes, mask_png: bytes | None, side: int) -> Image.Image:
-    """One image: the original, the original with the mask in red, the cleaned image."""
+def thumbnail_strip(before: bytes, after: bytes, mask_png: bytes | None, side: int) -> np.ndarray:
+    """One image: the original, the original with the mask in red, the cleaned image; upright, H x W x 3 RGB.
+
+    Made in numpy and OpenCV in the stored orientation, turned upright panel by panel at the
+    end: both release the GIL, so the picture threads use every core.
+    """
+    import cv2
     import numpy as np
-    from PIL import Image
 
     from clearmark.removal.imageio import to_upright
 
-    original, orientation = _upright(before, side)
-    cleaned, _ = _upright(after, side)
-    if cleaned.size != original.size:
-        cleaned = cleaned.resize(original.size, Image.Resampling.BILINEAR)
-    overlay = original  # pasted, never changed: no copy needed
+    original, orientation = _panel(before, side)
+    height, width = original.shape[:2]
+    cleaned, _ = _panel(after, side)
+    if cleaned.shape != original.shape:
+        cleaned = cv2.resize(cleaned, (width, height), interpolation=cv2.INTER_LINEAR)
+    overlay = original  # shown as it is where there is no mask: no copy needed
     if mask_png is not None:
-        width, height = original.size
-        stored = (height, width) if orientation in (5, 6, 7, 8) else (width, height)  # these swap the sides
-        mask = Image.open(io.BytesIO(mask_png)).convert("L").resize(stored, Image.Resampling.NEAREST)
-        if orientation != 1:
-            mask = Image.fromarray(np.ascontiguousarray(to_upright(np.asarray(mask), orientation)))
-        tinted = Image.blend(original, Image.new("RGB", original.size, _OVERLAY_RGB), 0.6)
-        overlay = Image.composite(tinted, original, mask)
-    width, height = original.size
-    strip = Image.new("RGB", (3 * width + 2 * _GAP, height), (255, 255, 255))
-    for index, panel in enumerate((original, overlay, cleaned)):
-        strip.paste(panel, (index * (width + _GAP), 0))
+        mask = cv2.imdecode(np.frombuffer(mask_png, np.uint8), cv2.IMREAD_GRAYSCALE)
+        if mask is None:
+            raise ValueError("the mask PNG cannot be decoded")
+        inside = cv2.resize(mask, (width, height), interpolation=cv2.INTER_NEAREST) >= 128  # masks are 0/255
+        overlay = original.copy()
+        overlay[inside] = overlay[inside] * (1 - _OVERLAY_WEIGHT) + np.float32(_OVERLAY_WEIGHT) * np.asarray(_OVERLAY_RGB, np.float32)
+    panels = [np.ascontiguousarray(to_upright(panel, orientation)) for panel in (original, overlay, cleaned)]
+    shown_height, shown_width = panels[0].shape[:2]
+    strip = np.empty((shown_height, 3 * shown_width + 2 * _GAP, 3), np.uint8)
+    for index, panel in enumerate(panels):
+        left = index * (shown_width + _GAP)
+        strip[:, left : left + shown_width] = panel
+        strip[:, left + shown_width : left + shown_width + _GAP] = 255  # the white gap after it (none after the last)
     return strip
 
 
