@@ -444,7 +444,7 @@ def thumbnail_strip(before: bytes, after: bytes, mask_png: bytes | None, side: i
 
     original, orientation = _panel(before, side)
     height, width = original.shape[:2]
-    cleaned, _ = _panel(after, side)
+    cleaned = original if after == before else _panel(after, side)[0]  # an image left unchanged: decoded once
     if cleaned.shape != original.shape:
         cleaned = cv2.resize(cleaned, (width, height), interpolation=cv2.INTER_LINEAR)
     overlay = original  # shown as it is where there is no mask: no copy needed
