@@ -100,7 +100,9 @@ def test_review_folder_pictures_the_most_doubtful_images_and_lists_all(cleaned, 
             }  # fmt: skip
             assert strips[row["member"]].shape == (height, width, 3)
             errors = {member: np.abs(cell - strip.astype(int)).mean() for member, strip in strips.items() if strip.shape == (height, width, 3)}
-            assert min(errors, key=errors.get) == row["member"] and errors[row["member"]] < 10, errors
+            own, *others = sorted(errors, key=errors.get)
+            # JPEG at q82 loses much of these 48 px strips of noisy test photos: the own cell is told by a clear margin.
+            assert own == row["member"] and all(errors[own] < 0.8 * errors[other] for other in others), errors
     page = (folder / "index.html").read_text()
     assert "<script src" not in page and "http" not in re.sub(r'"(before|after|thumb)": "[^"]*"', "", page)  # no CDN, nothing remote
     embedded = json.loads(re.search(r'<script id="review-data" type="application/json">(.*?)</script>', page, re.S).group(1))

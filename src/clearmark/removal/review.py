@@ -411,18 +411,26 @@ def _picture(
 def _panel(data: bytes, side: int) -> tuple[np.ndarray, int]:
     """An image shrunk to fit ``side`` px, in its stored orientation, as RGB; with its EXIF orientation.
 
-    JPEG decodes at the smallest DCT scale still at least ``side`` px (Pillow's ``draft``), so
-    what is left to shrink is under 2x for a JPEG (bilinear, fast) and any factor otherwise
-    (OpenCV's area average, which does not alias).
+    Pillow reads the header (size, orientation); a JPEG is decoded by OpenCV at the smallest
+    DCT scale whose long side is still ``side`` px or more (its decoders release the GIL, so
+    the picture threads decode at once), so what is left to shrink is under 2x (bilinear).
+    Other formats are decoded by Pillow and shrunk by area average, which does not alias.
     """
     import cv2
     import numpy as np
     from PIL import Image
 
     image = Image.open(io.BytesIO(data))
-    image.draft("RGB", (side, side))
     orientation = int(image.getexif().get(0x0112, 1) or 1)
-    pixels = np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
+    if image.format == "JPEG" and image.mode in ("RGB", "L"):
+        factor = next((f for f in (8, 4, 2) if max(image.size) / f >= side), 1)
+        flags = {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}.get(factor, cv2.IMREAD_COLOR)
+        decoded = cv2.imdecode(np.frombuffer(data, np.uint8), flags | cv2.IMREAD_IGNORE_ORIENTATION)
+        if decoded is None:
+            raise ValueError("OpenCV cannot decode this JPEG")
+        pixels = cv2.cvtColor(decoded, cv2.COLOR_BGR2RGB)
+    else:
+        pixels = np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
     height, width = pixels.shape[:2]
     scale = side / max(height, width)
     if scale < 1:
