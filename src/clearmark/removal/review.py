@@ -277,8 +277,8 @@ def _write_pictures(
     """Sprites of thumbnail strips and the full-size images of the ``pictured`` rows (most doubtful first).
 
     The archives are read in one thread, most doubtful first (a tar.gz, which reads only
-    forward, in its own order); the strips are made in ``_PICTURE_THREADS`` (Pillow's
-    decoding, OpenCV and numpy release the GIL), with at most two images per thread in
+    forward, in its own order); the strips are made in ``_PICTURE_THREADS`` (OpenCV's
+    decoding and resizing, and numpy, release the GIL), with at most two images per thread in
     memory, and each page's sprite is encoded in the same threads as soon as its last strip is in.
     """
     import contextlib
