@@ -219,6 +219,13 @@ def mask_box(fill: np.ndarray) -> tuple[int, int, int, int] | None:
     return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
 
 
+def box_window(box: tuple[int, int, int, int], margin: int) -> tuple[slice, slice]:
+    """The rows and columns of ``box`` (:func:`mask_box`) grown by ``margin`` px, as an index
+    (its far ends are clipped by slicing itself)."""
+    top, bottom, left, right = box
+    return slice(max(0, top - margin), bottom + margin), slice(max(0, left - margin), right + margin)
+
+
 def _describe(array: object) -> str:
     """Short description of a would-be array for error messages."""
     shape = getattr(array, "shape", None)
@@ -263,9 +270,7 @@ class OpenCVInpainter:
             return result
         # Both methods only read known pixels within ``radius`` of the hole: working on the
         # mask's box plus that margin gives the same pixels, much faster on large photos.
-        margin = math.ceil(self.radius / self.scale) + 2
-        top, bottom, left, right = box
-        window = np.s_[max(0, top - margin) : bottom + margin, max(0, left - margin) : right + margin]
+        window = box_window(box, math.ceil(self.radius / self.scale) + 2)
         hole = fill[window]
         flag = cv2.INPAINT_TELEA if self.method == "telea" else cv2.INPAINT_NS
         patch = np.ascontiguousarray(rgb[window])

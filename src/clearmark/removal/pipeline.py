@@ -354,7 +354,7 @@ def _clean_shared(run: _Run, item: _Item, encode: Callable[..., bytes], merge: C
     import numpy as np
 
     from clearmark.removal.imageio import from_upright
-    from clearmark.removal.inpaint import mask_box
+    from clearmark.removal.inpaint import box_window, mask_box
     from clearmark.removal.shared_mark import RESIDUAL_LIMIT, Placement, frame_group, mark_residual
 
     image, row, upright = item.image, item.row, item.upright
@@ -367,11 +367,7 @@ def _clean_shared(run: _Run, item: _Item, encode: Callable[..., bytes], merge: C
     box = mask_box(placement.alpha > 0)
     if box is None:
         return False
-    height, width = upright.shape[:2]
-    window = np.s_[
-        max(0, box[0] - SHARED_WINDOW_PX) : min(height, box[1] + SHARED_WINDOW_PX),
-        max(0, box[2] - SHARED_WINDOW_PX) : min(width, box[3] + SHARED_WINDOW_PX),
-    ]
+    window = box_window(box, SHARED_WINDOW_PX)
     observed = upright[window]
     local = Placement(placement.mask[window], placement.alpha[window], placement.colour[window], placement.alignment)
     restored_window, stats = run.restorer.restore(observed, local)

@@ -29,6 +29,7 @@ from clearmark.removal.inpaint import (
     OpenCVInpainter,
     Restorer,
     RestoreStats,
+    box_window,
     get_inpainter,
     mask_box,
     masked_pixels,
@@ -91,9 +92,7 @@ def denoise_unblended(restored: np.ndarray, alpha: np.ndarray, unblended: np.nda
     box = mask_box(unblended) if method != "none" else None
     if box is None:
         return restored
-    margin = 8  # the filters' reach: the box's edge pixels see real neighbours
-    top, bottom, left, right = box
-    window = np.s_[max(0, top - margin) : bottom + margin, max(0, left - margin) : right + margin]
+    window = box_window(box, 8)  # the filters' reach: the box's edge pixels see real neighbours
     patch = np.ascontiguousarray(restored[window])
     smooth = _denoise(patch, method).astype(np.float32)
     weight = np.where(unblended[window], alpha[window], 0).astype(np.float32)[..., None]
