@@ -58,17 +58,22 @@ def stream_file(store: ObjectStore, review_date: str, archive: str, file_path: s
         if store.exists(bucket, prefix + file_path):
             body = store.client.get_object(Bucket=bucket, Key=prefix + file_path)["Body"]
             return StreamingResponse(body.iter_chunks(1024 * 1024), media_type=content_type(file_path))
-        if file_path.startswith("full/") and (span := _served_span(store, prefix, file_path)) is not None:
+        if file_path.startswith("full/") and (span := _served_span(store, _served_from(store, prefix), file_path)) is not None:
             return StreamingResponse(_span_chunks(store, span), media_type=content_type(file_path))
     raise HTTPException(status_code=404, detail=f"No file {file_path!r} in the review of {archive!r} on {review_date}.")
 
 
-def _served_span(store: ObjectStore, prefix: str, file_path: str) -> dict[str, Any] | None:
-    """Where the review says a full-size image lies; only spans of the inbox and outbox buckets are read."""
+def _served_from(store: ObjectStore, prefix: str) -> dict[str, Any]:
+    """``review.json``'s ``served_from``: where each full-size image not copied lies (empty without the file)."""
     key = prefix + "review.json"
     if not store.exists(store.settings.reports_bucket, key):
-        return None
-    span = json.loads(store.get_bytes(store.settings.reports_bucket, key)).get("served_from", {}).get(file_path)
+        return {}
+    return json.loads(store.get_bytes(store.settings.reports_bucket, key)).get("served_from", {})
+
+
+def _served_span(store: ObjectStore, served_from: dict[str, Any], file_path: str) -> dict[str, Any] | None:
+    """Where the review says a full-size image lies; only spans of the inbox and outbox buckets are read."""
+    span = served_from.get(file_path)
     if span is None or span["bucket"] not in (store.settings.inbox_bucket, store.settings.outbox_bucket):
         return None
     return span
@@ -85,11 +90,11 @@ def _span_chunks(store: ObjectStore, span: dict[str, Any]) -> Iterator[bytes]:
         yield inflate.flush()
 
 
-def _keep_original(store: ObjectStore, prefix: str, name: str) -> str:
+def _keep_original(store: ObjectStore, prefix: str, served_from: dict[str, Any], name: str) -> str:
     """The reports-bucket key of a full-size image of the review, copied there first if it was served from its archive."""
     bucket, key = store.settings.reports_bucket, prefix + name
     if not store.exists(bucket, key):
-        span = _served_span(store, prefix, name)
+        span = _served_span(store, served_from, name)
         if span is None:
             raise HTTPException(status_code=404, detail=f"The review has no full-size image {name!r} to keep with the flag.")
         store.put_bytes(bucket, key, b"".join(_span_chunks(store, span)))
@@ -113,20 +118,21 @@ def flags_of(store: ObjectStore, summary: dict[str, Any]) -> dict[str, str]:
 
 def record(store: ObjectStore, review_date: str, archive: str, member: str, flag: str, user: str) -> dict[str, Any]:
     """Record ``user``'s flag on a pictured image of the review; 422 for anything else."""
-    from dataclasses import asdict
+    from dataclasses import asdict, replace
 
     from clearmark.data.feedback import Flag, FlagError, record_flag
 
     prefix = _prefix(review_date, archive)
     sha, version = _reviewed(stored_summary(store, review_date, archive))
-    rows = json.loads(store.get_bytes(store.settings.reports_bucket, prefix + "review.json"))["rows"]
-    row = next((r for r in rows if r["member"] == member and "before" in r), None)
+    review = json.loads(store.get_bytes(store.settings.reports_bucket, prefix + "review.json"))
+    row = next((r for r in review["rows"] if r["member"] == member and "before" in r), None)
     if row is None:
         raise HTTPException(status_code=422, detail=f"{member!r} is not a pictured image of this review.")
     try:
-        Flag(sha, version, member, flag, user).check()  # a bad flag is refused before anything is copied
-        original_key = _keep_original(store, prefix, row["before"])  # the feedback dataset reads the flagged original there
-        saved = record_flag(store, Flag(sha, version, member, flag, user, archive=archive, original_key=original_key))
+        candidate = Flag(sha, version, member, flag, user, archive=archive)
+        candidate.check()  # a bad flag is refused before anything is copied
+        original_key = _keep_original(store, prefix, review.get("served_from", {}), row["before"])  # the feedback dataset reads it there
+        saved = record_flag(store, replace(candidate, original_key=original_key))
     except FlagError as exc:
         raise HTTPException(status_code=422, detail=str(exc)) from exc
     return asdict(saved)

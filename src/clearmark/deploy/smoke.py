@@ -48,6 +48,7 @@ BUILDS = {
 ONE_SHOT_SERVICES = {"s3-init", "trainer", "airflow-init"}
 # The only ports the default deployment publishes: the Airflow UI/API and the MLflow UI.
 PUBLISHED = {"airflow-apiserver": 8080, "mlflow": 5000}
+CELERY_WORKERS = 2  # with the celery profile: enough to show two archives on two workers
 # Docker API calls the socket proxy must refuse (run from an Airflow container).
 PROXY_PROBE = r"""
 import json, os, docker
@@ -333,8 +334,13 @@ class Stack:
             time.sleep(20)
         raise AssertionError("unreachable")
 
-    def container(self, service: str) -> str:
-        return self("ps", "--quiet", service, capture=True).stdout.strip().splitlines()[0]
+    def up(self, timeout: float) -> None:
+        """``compose up`` of the built images (two workers with the ``celery`` profile), every health
+        check passed; a new API token afterwards (the API server restarted)."""
+        workers = ["--scale", f"airflow-worker={CELERY_WORKERS}"] if "celery" in self.values.get("COMPOSE_PROFILES", "") else []
+        self("up", "--detach", "--no-build", "--pull", "never", *workers)
+        self.wait_healthy(timeout=timeout)
+        self._token = None
 
     def container_of_host(self, hostname: str) -> str:
         """The stack's container whose hostname a task instance records (the container's short id)."""
@@ -521,9 +527,7 @@ def scale_out(timings: Timings, stack: Stack, env_file: Path, timeout: float) ->
         text += "COMPOSE_PROFILES=seaweedfs,celery\nAIRFLOW_EXECUTOR=CeleryExecutor\nAIRFLOW_WORKER_CONCURRENCY=1\n"
         env_file.write_text(text)
         stack.values = env_values(text)
-        stack("up", "--detach", "--no-build", "--pull", "never", "--scale", "airflow-worker=2")
-        stack.wait_healthy(timeout=timeout)
-        stack._token = None
+        stack.up(timeout)
     with timings.step("two archives on two workers"):
         tasks = drop_archives(stack, 2, timeout, seed=1700)
         hosts = {ti["hostname"] for ti in tasks}
@@ -626,10 +630,7 @@ def restart_stack_fault(timings: Timings, stack: Stack, timeout: float) -> None:
     with timings.step("fault: restart the whole stack (named volumes kept)"):
         kept = persistent_state(stack)
         stack("down", "--remove-orphans", capture=True)
-        workers = ["--scale", "airflow-worker=2"] if "celery" in stack.values.get("COMPOSE_PROFILES", "") else []
-        stack("up", "--detach", "--no-build", "--pull", "never", *workers)
-        stack.wait_healthy(timeout=timeout)
-        stack._token = None
+        stack.up(timeout)
         now = persistent_state(stack)
         lost = {part: sorted(set(kept[part].items()) - set(now[part].items()))[:10] for part in kept}
         if any(lost.values()):
@@ -730,8 +731,7 @@ def prove(args: argparse.Namespace) -> Timings:
     stack = Stack(env_file, values)
     try:
         with timings.step("compose up, every health check"):
-            stack("up", "--detach", "--no-build", "--pull", "never")
-            stack.wait_healthy(timeout=args.timeout)
+            stack.up(args.timeout)
         with timings.step("security checks"):
             problems = unexpected_ports(stack.ps(), values["HOST_BIND"])
             if PLACEHOLDER in stack("config", "--format", "json", capture=True).stdout:
