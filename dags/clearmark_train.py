@@ -4,9 +4,13 @@
 Runs when a new curated dataset version is published (Asset schedule), or from
 **Trigger DAG w/ config** with the form below.
 
+The form's defaults, which Asset-triggered runs train with, are the recipe in
+`config/training.yaml`: fine-tune the champion for one epoch (docs/training.md).
+
 `training_inputs` fixes the dataset version first: the one the triggering Asset event
 names (a later publish cannot change it), or for a manual run the form's
-`dataset_version`, `latest` read once; its XCom records it and the trainer's arguments.
+`dataset_version`, `latest` read once. It pins `init_from: champion` to the champion's
+version too. Its XCom records both and the trainer's arguments.
 
 `train` runs `clearmark train` as a GPU container (DockerOperator, production) or as a
 local process (embedded stack): one setting, `CLEARMARK_TRAIN_RUNNER=docker|local`.

@@ -15,7 +15,7 @@ from typing import Any
 
 from airflow.sdk import Asset, BaseNotifier, Param
 
-from clearmark.model.train_config import cli_arguments, train_options
+from clearmark.model.train_config import TrainingError, cli_arguments, scheduled_recipe, train_options
 from clearmark.settings import Settings, get_settings, load_settings
 
 log = logging.getLogger(__name__)
@@ -42,15 +42,29 @@ def curated_asset(dataset: str | None = None) -> Asset:
 
 
 def train_params(settings: Settings) -> dict[str, Param]:
-    """The train DAG's form: a Param for each ``clearmark train`` option that a scheduled run can take."""
+    """The train DAG's form: a Param for each ``clearmark train`` option that a scheduled run can take.
+
+    Its defaults, which Asset-triggered runs train with, are the recipe in
+    ``settings.training_file`` (config/training.yaml), then ``clearmark train``'s own.
+    """
+    from airflow.sdk.definitions.param import ParamValidationError
+
+    recipe = scheduled_recipe(settings.training_file)
     params = {}
     for train_option in train_options():
         if not train_option.in_form:
             continue
-        spec = train_option.spec
-        default = getattr(settings, spec.settings_default) if spec.settings_default else train_option.default
+        spec, name = train_option.spec, train_option.name
+        if name in recipe:
+            default = recipe[name]
+        else:
+            default = getattr(settings, spec.settings_default) if spec.settings_default else train_option.default
         description = spec.help if spec.none_means is None or default is not None else f"{spec.help} Empty: {spec.none_means}."
-        params[train_option.name] = Param(default, description=description, **spec.schema)
+        params[name] = Param(default, description=description, **spec.schema)
+        try:
+            params[name].resolve()
+        except ParamValidationError as exc:
+            raise TrainingError(f"Training recipe {settings.training_file}: {name}: {default!r} is not valid ({exc}).") from None
     return params
 
 
@@ -60,7 +74,8 @@ def training_inputs(settings: Settings, params: Mapping[str, Any], events: Seque
     A run that curated-Asset events triggered trains the version the newest of them names:
     ``LATEST`` may already point at a later publish.  A manual run takes the form's
     ``dataset_version``, reading ``LATEST`` once here if it says ``latest``; either way the
-    version is fixed before training starts and recorded in this task's XCom.
+    version is fixed before training starts and recorded in this task's XCom, and so is the
+    model version that ``init_from`` (``champion`` in the shipped recipe) fine-tunes.
     """
     if events:
         published = max(events, key=lambda event: event.timestamp).extra
@@ -72,8 +87,20 @@ def training_inputs(settings: Settings, params: Mapping[str, Any], events: Seque
             from clearmark.storage import ObjectStore
 
             version = latest_version(ObjectStore(settings), dataset)
-    arguments = cli_arguments({**params, "dataset": dataset, "dataset_version": version, "run_name": run_name})
-    return {"dataset": dataset, "dataset_version": version, "arguments": shlex.join(arguments)}
+    init_from = params.get("init_from")
+    if init_from:  # the detector to fine-tune, pinned too: `champion` may move while this run trains
+        from clearmark.model.detector import DetectorError
+        from clearmark.model.loading import fixed_source
+
+        try:
+            init_from = fixed_source(init_from, settings)
+        except DetectorError as exc:
+            raise TrainingError(
+                f"{exc}. Nothing to fine-tune: register one (`clearmark register-baseline`), or train from scratch with "
+                f"init_from: null in {settings.training_file} (CLEARMARK_TRAINING_FILE) or the run's form."
+            ) from exc
+    values = {**params, "dataset": dataset, "dataset_version": version, "init_from": init_from, "run_name": run_name}
+    return {"dataset": dataset, "dataset_version": version, "init_from": init_from, "arguments": shlex.join(cli_arguments(values))}
 
 
 def task_settings() -> Settings:

@@ -89,6 +89,7 @@ class Settings(BaseSettings):
 
     # --- training --------------------------------------------------------------------
     gate_file: Path = Field(default=REPO_ROOT / "config" / "gate.yaml")
+    training_file: Path = Field(default=REPO_ROOT / "config" / "training.yaml", description="Recipe of scheduled training runs (the train DAG's form defaults).")
     train_runner: Literal["local", "docker"] = "local"
     trainer_image: str = "clearmark-trainer:latest"
     docker_url: str = Field(default="unix://var/run/docker.sock", description="Docker engine (or socket proxy) DockerOperator talks to.")

@@ -8,9 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from clearmark.model.detector import IMAGENET_MEAN, IMAGENET_STD, DetectorConfig, build_network, save_detector
+from clearmark.model.detector import IMAGENET_MEAN, IMAGENET_STD, DetectorConfig, build_network, load_detector_folder, save_detector
 from clearmark.model.train import RECONSTRUCTION_MAX_ALPHA, _start_from_detector, loss_terms
-from clearmark.settings import load_settings
 
 SIDE = 32
 
@@ -98,7 +97,7 @@ def test_init_from_a_mask_detector_keeps_every_weight_and_the_footprint_channel(
     network = build_network(matte_config)
     fresh_head = network.segmentation_head[0].weight.detach().clone()
 
-    _start_from_detector(network, matte_config, str(folder), load_settings(home=tmp_path / "home"))
+    _start_from_detector(network, matte_config, load_detector_folder(folder, device="cpu"), str(folder))
 
     seeded, original = network.state_dict(), source.state_dict()
     for name, tensor in original.items():

@@ -1,4 +1,5 @@
-"""`dag.test()` of clearmark_train: each run trains the dataset version its Asset event carries.
+"""`dag.test()` of clearmark_train: each run trains the dataset version its Asset event carries,
+fine-tuning the champion version it pinned when it started.
 
 Two ETL publishes in a row produce two real curated-Asset events; a train run triggered by
 the first must train the first version although LATEST already names the second.  The
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from clearmark.model.train_config import TrainingError
 from clearmark.settings import Settings, get_settings
 from clearmark.storage import ObjectStore
 
@@ -84,10 +86,16 @@ def version_argument(argv: list[str]) -> str:
     return argv[argv.index("--dataset-version") + 1]
 
 
-def test_two_publishes_in_a_row_train_two_versions(airflow_db: Path, race_dataset: Path, store: ObjectStore, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_two_publishes_in_a_row_train_two_versions(
+    airflow_db: Path, race_dataset: Path, store: ObjectStore, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from airflow.models.asset import AssetEvent
     from airflow.utils.session import create_session
     from sqlalchemy import select
+
+    from clearmark.model.promotion import ensure_baseline_champion
+
+    champion = ensure_baseline_champion(settings)  # the shipped recipe fine-tunes the champion
 
     def curated_events() -> list[tuple[int, dict]]:
         with create_session() as session:
@@ -105,8 +113,19 @@ def test_two_publishes_in_a_row_train_two_versions(airflow_db: Path, race_datase
         assert trained["inputs"]["dataset_version"] == version
         assert version_argument(trained["trainer_argv"]) == version
         assert trained["trainer_argv"][trained["trainer_argv"].index("--dataset") + 1] == "race"
+        pinned = f"models:/{settings.registered_model}/{champion}"  # the version, not the alias that may move
+        assert trained["inputs"]["init_from"] == pinned == trained["trainer_argv"][trained["trainer_argv"].index("--init-from") + 1]
 
     # A manual run without an event reads LATEST once, and records what it read.
     manual = train_run(monkeypatch, None)
     assert manual["inputs"]["dataset_version"] == second == version_argument(manual["trainer_argv"])
     assert store.get_bytes(store.settings.lake_bucket, "curated/race/LATEST").decode().strip() == second
+
+
+def test_without_a_champion_to_fine_tune_the_run_fails_and_says_what_to_do(settings: Settings) -> None:
+    from clearmark.orchestration import train_params, training_inputs
+
+    params = {name: param.value for name, param in train_params(settings).items()}
+    assert params["init_from"] == "champion"
+    with pytest.raises(TrainingError, match=r"has no alias 'champion'.*clearmark register-baseline.*init_from: null"):
+        training_inputs(settings, {**params, "dataset_version": "v0123456789ab"}, [], run_name="no-champion")

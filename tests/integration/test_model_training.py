@@ -101,6 +101,26 @@ def test_logged_validation_is_what_the_saved_weights_score_offline_on_the_runs_v
     assert offline["alpha_mae"] == pytest.approx(logged["val_alpha_mae"], rel=1e-6, abs=1e-9)
 
 
+def test_fine_tuning_the_champion_pins_its_version_and_keeps_its_network_and_working_size(settings: Settings, synth_folder: Path, tmp_path: Path) -> None:
+    """`--init-from champion` without network options (the scheduled recipe): the run records the
+    champion's version, not the alias, and builds the champion's network at its detect_side."""
+    from clearmark.model.detector import load_detector_folder
+    from clearmark.model.promotion import ensure_baseline_champion
+
+    version = ensure_baseline_champion(settings)
+    baseline = load_detector_folder(settings.baseline_dir, device="cpu").config
+    config = TrainConfig(data_dir=synth_folder, epochs=1, init_from="champion", image_size=64, batch_size=4, threads=1, max_val_images=4, checkpoint_dir=tmp_path)
+
+    result = train(settings, config)
+
+    run = mlflow_client(settings).get_run(result["run_id"])
+    assert run.data.params["init_from"] == f"models:/{settings.registered_model}/{version}"
+    tuned = load_detector_folder(tmp_path / "best", device="cpu").config
+    network = ("architecture", "encoder", "decoder_channels", "outputs", "detect_side")
+    assert [getattr(tuned, name) for name in network] == [getattr(baseline, name) for name in network]
+    assert baseline.detect_side != 64  # not the 64 px training images' side, which a run from scratch takes
+
+
 @pytest.mark.slow
 def test_cli_trains_logs_to_mlflow_and_pyfunc_loads_at_any_size(settings: Settings, synth_folder: Path) -> None:
     process = _cli(settings, "train", "--data-dir", str(synth_folder), "--epochs", "2", "--run-name", "cli-test", *TINY_CLI)

@@ -41,7 +41,8 @@ def _train_parameters() -> list[inspect.Parameter]:
         value_type: Any = train_option.value_type
         extra: dict[str, Any] = {}
         if "enum" in schema:
-            value_type = Literal[tuple(schema["enum"])]  # a choice, listed in the help
+            choices: Any = Literal[tuple(choice for choice in schema["enum"] if choice is not None)]  # listed in the help
+            value_type = choices if train_option.default is not None else choices | None
         elif spec.text is not None:
             value_type = str if train_option.default is not None else str | None
         elif value_type in (int, float, int | None, float | None):

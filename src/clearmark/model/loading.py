@@ -68,6 +68,21 @@ def resolve_model_version(uri: str, settings: Settings) -> tuple[str, str]:
     return name, version
 
 
+def fixed_source(source: str, settings: Settings) -> str:
+    """``source`` with a moving reference pinned: ``champion`` or ``models:/<name>@<alias>`` -> ``models:/<name>/<version>`` now.
+
+    Folders, versions and run or logged-model URIs come back unchanged.
+    """
+    from clearmark.model.registry import CHAMPION, champion_uri
+
+    if source == CHAMPION:
+        source = champion_uri(settings)
+    if source.startswith("models:/") and "@" in source:
+        name, version = resolve_model_version(source, settings)
+        return f"models:/{name}/{version}"
+    return source
+
+
 def load_detector(source: str | Path, settings: Settings, *, device: str | None = None, backend: str | None = None) -> Detector:
     """Load a detector from a folder, a ``models:/`` URI (registry or MLflow 3 ``m-`` id) or a ``runs:/`` URI.
 

@@ -328,16 +328,13 @@ def _build_loop(config: TrainConfig, dataset: Any, network: torch.nn.Module, wor
     return _EpochLoop(network, model, loader, sampler, optimizer, scheduler, scaler, _loss_fn(config), device)
 
 
-def _start_from_detector(network: torch.nn.Module, config: DetectorConfig, source: str, settings: Settings) -> None:
-    """Copy the weights of an existing detector (e.g. the champion) into ``network`` to fine-tune it.
+def _start_from_detector(network: torch.nn.Module, config: DetectorConfig, start: Detector, source: str) -> None:
+    """Copy the weights of ``start``, an existing detector (e.g. the champion) loaded from ``source``, into ``network`` to fine-tune it.
 
     A detector with other outputs (a mask detector seeding a matte network) gives every
     tensor but the output head's; the head is initialised afresh, except that its footprint
     channel (channel 0 in both kinds) keeps the source's weights.
     """
-    from clearmark.model.loading import load_detector
-
-    start = load_detector(source, settings, device="cpu")
     have = (start.config.architecture, start.config.encoder, start.config.decoder_channels)
     want = (config.architecture, config.encoder, config.decoder_channels)
     if have != want:
@@ -505,6 +502,7 @@ def train(settings: Settings, config: TrainConfig) -> dict[str, Any]:
     from clearmark.data.catalog import load_training_data
     from clearmark.model.data import PairDataset, train_augmentations
     from clearmark.model.detector import build_network
+    from clearmark.model.loading import fixed_source, load_detector
     from clearmark.model.registry import check_mlflow
 
     config.validate()
@@ -518,11 +516,19 @@ def train(settings: Settings, config: TrainConfig) -> dict[str, Any]:
 
     data = load_training_data(settings, config.dataset, config.dataset_version, config.data_dir)
     train_rows, val_rows = data.split("train"), data.split("val").head(config.max_val_images)
-    side = config.detect_side if config.detect_side is not None else training_scale(train_rows)
-    detector_config = replace(config.detector_config(), detect_side=side or None)
+    start = None
+    if config.init_from is not None:  # pinned: the run records the version it fine-tuned
+        config = replace(config, init_from=fixed_source(config.init_from, settings))
+        start = load_detector(config.init_from, settings, device="cpu")
+    config = config.with_network_of(start.config if start is not None else None)
+    if config.detect_side is not None:
+        side = config.detect_side or None  # 0: native resolution
+    else:  # auto: the scale the start detector serves at, else the one these crops show marks at
+        side = start.config.detect_side if start is not None else training_scale(train_rows)
+    detector_config = replace(config.detector_config(), detect_side=side)
     network = build_network(detector_config, config.encoder_weights)
-    if config.init_from is not None:
-        _start_from_detector(network, detector_config, config.init_from, settings)
+    if start is not None:
+        _start_from_detector(network, detector_config, start, config.init_from)
     dataset = PairDataset(data, train_rows, train_augmentations(config.image_size, config.seed + world.rank), matte=config.outputs == "matte")
     loop = _build_loop(config, dataset, network.to(device), world, device)
     progress = loop.resume(config.resume, config) if config.resume is not None else _Progress()

@@ -9,11 +9,12 @@ values back into the same command line.  Standard library only: the DAG file imp
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, get_type_hints
 
 from clearmark.model.detector import ARCHITECTURES, ENCODERS, OUTPUT_CHANNELS, PAD_MULTIPLE
+from clearmark.model.registry import CHAMPION
 
 if TYPE_CHECKING:
     from clearmark.model.detector import DetectorConfig
@@ -39,6 +40,18 @@ class OptionSpec:
 def option(default: Any, help: str, schema: Mapping[str, Any] | None = None, **spec: Any) -> Any:  # noqa: A002 - help text
     """A :class:`TrainConfig` field with its :class:`OptionSpec`."""
     return field(default=default, metadata={"option": OptionSpec(help, schema or {}, **spec)})
+
+
+# The network a run builds when it trains from scratch and leaves a network option open.
+FROM_SCRATCH: Mapping[str, Any] = {"architecture": "Unet", "encoder": "mit_b0", "decoder_channels": None, "outputs": "mask"}
+# --init-from's word for the registered model's current champion: its alias.
+CHAMPION_SOURCE = CHAMPION
+
+
+def _open_network_option(name: str) -> str:
+    """What an open network option stands for, as ``--help`` and the DAG form say it."""
+    scratch = FROM_SCRATCH[name] if FROM_SCRATCH[name] is not None else "the architecture's own"
+    return f"the --init-from detector's, else {scratch}"
 
 
 def parse_detect_side(value: str) -> int | None:
@@ -78,28 +91,37 @@ class TrainConfig:
         none_means="object storage",
         local_only="the DAG trains from the lake; a folder would be " + ON_THE_TRAINER,
     )
-    architecture: str = option("Unet", "smp architecture.", {"type": "string", "enum": list(ARCHITECTURES)})
-    encoder: str = option(
-        "mit_b0", "smp encoder; mit_b5 is the reference design (GPU), mit_b0 / mobilenet_v2 suit a CPU.", {"type": "string", "enum": list(ENCODERS)}
+    # The network options: None takes the --init-from detector's (fine-tuning needs the same
+    # network), or FROM_SCRATCH's when there is none.
+    architecture: str | None = option(
+        None, "smp architecture.", {"type": ["null", "string"], "enum": [None, *ARCHITECTURES]}, none_means=_open_network_option("architecture")
+    )
+    encoder: str | None = option(
+        None,
+        "smp encoder; mit_b5 is the reference design (GPU), mit_b0 / mobilenet_v2 suit a CPU.",
+        {"type": ["null", "string"], "enum": [None, *ENCODERS]},
+        none_means=_open_network_option("encoder"),
     )
     decoder_channels: list[int] | None = option(
         None,
         "Five comma-separated U-Net decoder widths, e.g. 128,64,32,16,16 (smaller is faster on a CPU).",
         {"type": ["null", "string"], "pattern": "^[1-9][0-9]*(,[1-9][0-9]*){4}$"},
-        none_means="the architecture's own",
+        none_means=_open_network_option("decoder_channels"),
         text=parse_decoder_channels,
     )
-    outputs: Literal["mask", "matte"] = option(
-        "mask",
+    outputs: Literal["mask", "matte"] | None = option(
+        None,
         "What the network predicts: mask (where the watermark is) or matte (also its opacity alpha and colour W, so removal can unblend).",
-        {"type": "string", "enum": list(OUTPUT_CHANNELS)},
+        {"type": ["null", "string"], "enum": [None, *OUTPUT_CHANNELS]},
+        none_means=_open_network_option("outputs"),
     )
     image_size: int = option(256, "Training crop side in pixels (multiple of 32).", {"type": "integer", "minimum": 64, "maximum": 1024, "multipleOf": PAD_MULTIPLE})
-    # Long side removal downscales photos to (DetectorConfig.detect_side). None: the training
-    # images' median long side, the scale the native-resolution crops showed watermarks at.
+    # Long side removal downscales photos to (DetectorConfig.detect_side). None: the --init-from
+    # detector's, else the training images' median long side, the scale the native-resolution
+    # crops showed watermarks at.
     detect_side: int | None = option(
         None,
-        "Long side removal downscales photos to before detecting: auto (the training images' median long side), 0 (native resolution) or pixels (at least 32).",
+        "Long side removal downscales photos to before detecting: auto (the --init-from detector's, else the training images' median long side), 0 (native resolution) or pixels (at least 32).",
         {"type": "string", "pattern": "^(auto|0|[1-9][0-9]*)$"},
         text=parse_detect_side,
         text_default="auto",
@@ -130,7 +152,7 @@ class TrainConfig:
     )
     init_from: str | None = option(
         None,
-        "Fine-tune this detector: a folder or a models:/ URI such as models:/<name>@champion (same network options).",
+        f"Fine-tune this detector: a folder, a models:/ URI, or {CHAMPION_SOURCE} (the registered model's champion, fixed to its version when the run starts); the network options default to its own.",
         {"type": ["null", "string"], "minLength": 1},
         none_means="train from scratch",
     )
@@ -141,11 +163,23 @@ class TrainConfig:
     threads: int | None = option(None, "torch CPU threads.", {"type": ["null", "integer"], "minimum": 1}, none_means="torch's default")
     run_name: str | None = option(None, "MLflow run name.", none_means="MLflow's generated name", local_only="the DAG names the run after its own run id")
 
+    def with_network_of(self, start: DetectorConfig | None) -> TrainConfig:
+        """This config with its open network options filled in: ``start``'s (the --init-from detector's), else FROM_SCRATCH's."""
+        def chosen(name: str) -> Any:
+            if getattr(self, name) is not None:
+                return getattr(self, name)
+            return getattr(start, name) if start is not None else FROM_SCRATCH[name]
+
+        return replace(self, **{name: chosen(name) for name in FROM_SCRATCH})
+
     def detector_config(self) -> DetectorConfig:
-        """The detector part of this config, checked."""
+        """The detector part of this config, checked (open network options as from scratch)."""
         from clearmark.model.detector import DetectorConfig
 
-        return DetectorConfig(self.architecture, self.encoder, self.image_size, self.threshold, self.decoder_channels, outputs=self.outputs).validate()
+        network = self.with_network_of(None)
+        return DetectorConfig(
+            network.architecture, network.encoder, self.image_size, self.threshold, network.decoder_channels, outputs=network.outputs
+        ).validate()
 
     def validate(self) -> TrainConfig:
         """Raise :class:`TrainingError` for values that cannot train."""
@@ -202,6 +236,25 @@ def cli_arguments(values: Mapping[str, Any]) -> list[str]:
         if value is not None:
             arguments += [train_option.flag, str(value)]
     return arguments
+
+
+def scheduled_recipe(path: Path) -> dict[str, Any]:
+    """The recipe of scheduled training runs (config/training.yaml): form values by option name."""
+    import yaml
+
+    try:
+        recipe = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise TrainingError(f"Training recipe {path} is missing; restore config/training.yaml or set CLEARMARK_TRAINING_FILE.") from None
+    except yaml.YAMLError as exc:
+        raise TrainingError(f"Training recipe {path} is not valid YAML: {exc}") from None
+    if not isinstance(recipe, dict):
+        raise TrainingError(f"Training recipe {path} must map option names to values, e.g. `epochs: 2`.")
+    form = sorted(train_option.name for train_option in train_options() if train_option.in_form)
+    unknown = sorted(set(recipe) - set(form))
+    if unknown:
+        raise TrainingError(f"Training recipe {path}: {', '.join(unknown)} is not an option of a scheduled run; use {', '.join(form)}.")
+    return recipe
 
 
 def config_from_cli(values: Mapping[str, Any]) -> TrainConfig:
