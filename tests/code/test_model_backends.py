@@ -41,6 +41,9 @@ def test_auto_takes_the_available_backend_of_highest_rank(monkeypatch: pytest.Mo
     assert choose_backend(AUTO).name == "openvino"
     monkeypatch.setattr(backends.TorchCpuBf16, "unavailable", classmethod(lambda cls: None))
     assert choose_backend(AUTO).name == "torch-cpu-bf16"
+    # With NNCF too, int8 comes first on either kind of CPU (docs/performance.md: the fastest, IoU within 0.01).
+    monkeypatch.setattr(backends.OpenVinoInt8, "unavailable", classmethod(lambda cls: None))
+    assert choose_backend(AUTO).name == "openvino-int8"
 
 
 def test_a_forced_backend_is_used_or_refused_with_its_reason(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -77,8 +80,26 @@ def test_every_backend_runs_mask_and_matte_detectors_like_float32(name: str, out
     assert detector.backend_name == name and detector.device.type == backends._BACKENDS[name].device
     maps = detector.predict_maps(batch)
     assert maps.shape == exact.shape == (2, 70, 45, 5 if outputs == "matte" else 1) and maps.dtype == np.float32
-    reduced = name in ("torch-cpu-bf16", "torch-cuda-fp16")
+    reduced = name in ("torch-cpu-bf16", "torch-cuda-fp16", "openvino-int8")
     assert np.abs(maps - exact).max() <= (0.1 if reduced else 1e-4)
+
+
+def test_int8_quantises_once_per_version_on_photo_train_calibration_images(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _skip_unless_available("openvino-int8")
+    import nncf
+
+    calls: list[int] = []
+    quantize = nncf.quantize
+    monkeypatch.setattr(nncf, "quantize", lambda model, dataset, **kwargs: calls.append(kwargs["subset_size"]) or quantize(model, dataset, **kwargs))
+    settings = Settings(home=tmp_path)
+    prepare_backend(_tiny(31), "openvino-int8", settings)
+    prepare_backend(_tiny(31), "openvino-int8", settings)  # a fresh process's load of the same weights: the cache
+    assert calls == [backends.CALIBRATION_IMAGES]
+    (folder,) = (settings.cache_dir / "inference" / "openvino-int8").iterdir()
+    assert f"nncf {nncf.__version__}" in json.loads((folder / "key.json").read_text())["runtime"]
+    inputs = backends.calibration_inputs(_tiny(31), 3, backends.CALIBRATION_SEED)
+    assert [x.shape for x in inputs] == [(1, 3, 64, 64)] * 3 and inputs[0].dtype == np.float32
+    assert not np.array_equal(inputs[0], inputs[1])  # distinct photos
 
 
 def test_openvino_reuses_its_cached_model_and_another_version_gets_its_own(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
