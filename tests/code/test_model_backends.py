@@ -84,6 +84,21 @@ def test_every_backend_runs_mask_and_matte_detectors_like_float32(name: str, out
     assert np.abs(maps - exact).max() <= (0.1 if reduced else 1e-4)
 
 
+def test_int8_leaves_networks_with_linear_layers_to_the_next_backend(tmp_path: Path) -> None:
+    """A mit_* encoder's attention: its int8 model fails at any input size but the calibration's."""
+    _skip_unless_available("openvino-int8")
+    torch.manual_seed(5)
+    config = DetectorConfig(architecture="Unet", encoder="mit_b0", image_size=64)
+    detector = Detector(build_network(config).eval(), config, version="mit-tiny", device="cpu")
+    assert "linear (attention or MLP) layers" in backends.OpenVinoInt8.unsupported(detector)
+    with pytest.raises(BackendError, match="'openvino-int8' cannot run detector mit-tiny: its int8 model of a network with linear"):
+        choose_backend("openvino-int8", detector)
+    prepare_backend(detector, AUTO, Settings(home=tmp_path))
+    assert detector.backend_name == next(name for name, why in backend_status().items() if why is None and name != "openvino-int8")
+    batch = np.stack([watermarked_rgb(70, 45, seed) for seed in range(2)])
+    assert detector.predict_maps(batch).shape == (2, 70, 45, 1)  # other sizes than any calibration
+
+
 def test_int8_quantises_once_per_version_on_photo_train_calibration_images(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _skip_unless_available("openvino-int8")
     import nncf
@@ -221,7 +236,7 @@ def test_served_detectors_follow_the_setting_and_the_report_records_the_backend(
     served = get_detector(settings, str(folder))
     assert served.backend_name == "torch-cpu-f32" and not any(isinstance(m, torch.nn.BatchNorm2d) for m in served.network.modules())
     assert get_detector(settings, str(folder)) is served
-    assert get_detector(settings, str(folder), backend=AUTO).backend_name == choose_backend(AUTO).name
+    assert get_detector(settings, str(folder), backend=AUTO).backend_name == choose_backend(AUTO, served).name  # auto for this network (mit_b0: not int8)
     assert load_detector_folder(folder).backend_name == EAGER  # not served: the network as trained
 
     photos = tmp_path / "in"

@@ -71,6 +71,11 @@ class Backend:
         """Why this machine cannot run the backend, or ``None`` if it can."""
         return None
 
+    @classmethod
+    def unsupported(cls, detector: Detector) -> str | None:
+        """Why the backend cannot run ``detector``'s network, or ``None`` if it can."""
+        return None
+
     def __init__(self, detector: Detector, settings: Settings) -> None:
         raise NotImplementedError
 
@@ -98,20 +103,25 @@ def backend_status() -> dict[str, str | None]:
     return {name: _BACKENDS[name].unavailable() for name in available_backends()}
 
 
-def choose_backend(name: str) -> type[Backend]:
-    """The backend ``name``; ``auto``: the available one of highest rank. Raises :class:`BackendError`."""
+def choose_backend(name: str, detector: Detector | None = None) -> type[Backend]:
+    """The backend ``name``; ``auto``: the available one of highest rank (that runs ``detector``, if given).
+    Raises :class:`BackendError`."""
     if name == AUTO:
-        return next(_BACKENDS[n] for n, why in backend_status().items() if why is None)
+        return next(
+            _BACKENDS[n] for n, why in backend_status().items() if why is None and (detector is None or _BACKENDS[n].unsupported(detector) is None)
+        )
     if name not in _BACKENDS:
         raise BackendError(f"Unknown inference backend {name!r}; choose one of {AUTO}, {', '.join(available_backends())}.")
     if why := _BACKENDS[name].unavailable():
         raise BackendError(f"The inference backend {name!r} cannot run on this machine: {why}.")
+    if detector is not None and (why := _BACKENDS[name].unsupported(detector)):
+        raise BackendError(f"The inference backend {name!r} cannot run detector {detector.version}: {why}.")
     return _BACKENDS[name]
 
 
 def prepare_backend(detector: Detector, name: str, settings: Settings) -> Backend:
     """Make ``detector`` a served one: BatchNorm folded and ``name`` (or ``auto``'s choice) running its network."""
-    backend = choose_backend(name)
+    backend = choose_backend(name, detector)
     detector.fold_batchnorm()
     detector.backend = backend(detector, settings)
     return detector.backend
@@ -315,6 +325,16 @@ class OpenVinoInt8(OpenVino):
         except ImportError:
             return "the nncf package is not installed (pip install nncf)"
         return super().unavailable()
+
+    @classmethod
+    def unsupported(cls, detector: Detector) -> str | None:
+        import torch
+
+        if any(isinstance(module, torch.nn.Linear) for module in detector.network.modules()):
+            # Quantised, the linear layers of attention encoders (mit_*) fail OpenVINO's shape
+            # inference at any input size but the calibration's (dequantisation per token).
+            return "its int8 model of a network with linear (attention or MLP) layers runs only at the calibration's input size"
+        return None
 
     @classmethod
     def runtime_version(cls) -> str:
