@@ -164,11 +164,8 @@ def measure_removal(
     photos = build_photos(work, min(distinct, max(archive_sizes)))
     detector = get_detector(settings, source)  # a warm worker: the load is measured on its own
     options = DetectionOptions.for_detector(detector, settings)  # what process_inbox_item will use
-    others = [
-        name
-        for name, why in backend_status().items()
-        if why is None and name != detector.backend_name and choose_backend(name).device == "cpu" and choose_backend(name).unsupported(detector) is None
-    ]
+    runnable = [choose_backend(name) for name, why in backend_status().items() if why is None and name != detector.backend_name]
+    others = [backend.name for backend in runnable if backend.device == "cpu" and backend.unsupported(detector) is None]
     naive_runs = [naive_loop(settings, source, photos[:naive_images], work / "naive", detect_side=options.detect_side)]
     archives, by_backend = {}, {}
     smallest, largest = str(min(archive_sizes)), str(max(archive_sizes))

@@ -356,16 +356,12 @@ def calibration_inputs(detector: Detector, count: int, seed: int) -> list[np.nda
     from PIL import Image
 
     from clearmark.data.synth import generate_synthetic
-    from clearmark.model.detector import IMAGENET_MEAN, IMAGENET_STD
 
     side = detector.config.detect_side or detector.config.image_size
-    mean, std = np.array(IMAGENET_MEAN, np.float32), np.array(IMAGENET_STD, np.float32)
     with tempfile.TemporaryDirectory(prefix="clearmark-calibration-") as folder:
         summary = generate_synthetic(Path(folder), count, seed, size=side, styles="photo-train", jpeg_quality=(70, 98), progress=False)
         images = [np.asarray(Image.open(summary.out_dir / "watermarked" / item.name).convert("RGB")) for item in summary.items]
-    side32 = [max(32, (n // 32) * 32) for n in (side, side)]
-    crops = [image[: side32[0], : side32[1]] for image in images]  # the network takes sides in multiples of 32
-    return [((crop.astype(np.float32) / 255 - mean) / std).transpose(2, 0, 1)[None].copy() for crop in crops]
+    return [detector.network_input(image[None]).cpu().numpy() for image in images]  # normalised and padded as served
 
 
 def _publish_openvino_model(model: openvino.Model, folder: Path, key: dict[str, str]) -> None:

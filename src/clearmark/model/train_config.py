@@ -44,9 +44,6 @@ def option(default: Any, help: str, schema: Mapping[str, Any] | None = None, **s
 
 # The network a run builds when it trains from scratch and leaves a network option open.
 FROM_SCRATCH: Mapping[str, Any] = {"architecture": "Unet", "encoder": "mit_b0", "decoder_channels": None, "outputs": "mask"}
-# --init-from's word for the registered model's current champion: its alias.
-CHAMPION_SOURCE = CHAMPION
-
 
 def _open_network_option(name: str) -> str:
     """What an open network option stands for, as ``--help`` and the DAG form say it."""
@@ -152,7 +149,7 @@ class TrainConfig:
     )
     init_from: str | None = option(
         None,
-        f"Fine-tune this detector: a folder, a models:/ URI, or {CHAMPION_SOURCE} (the registered model's champion, fixed to its version when the run starts); the network options default to its own.",
+        f"Fine-tune this detector: a folder, a models:/ URI, or {CHAMPION} (the registered model's champion, fixed to its version when the run starts); the network options default to its own.",
         {"type": ["null", "string"], "minLength": 1},
         none_means="train from scratch",
     )
